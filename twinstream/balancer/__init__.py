@@ -1,0 +1,1 @@
+"""twinstream.balancer: (not built yet; see ARCHITECTURE.md for its role)."""

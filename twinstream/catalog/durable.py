@@ -1,0 +1,313 @@
+"""The durable catalog: one persist shard, opened read-only, savepoint or writable.
+
+- read-only: loads the catalog and follows others' writes; never writes.
+- savepoint: a snapshot at open; mutations (migrations included) stay in memory; no following.
+- writable: the fencing loop — load the current contents, write the fence token
+  (G, epoch + 1) retracting the old one (plus bootstrap or migrations) in one
+  compare-and-append, retry on an upper mismatch, fail if a higher token is durable.
+
+Every writable commit is a compare-and-append at a new catalog timestamp; an upper mismatch
+means someone else wrote, and the reload that follows tells whether that was a fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from twinstream.catalog.bootstrap import bootstrap
+from twinstream.catalog.errors import (
+    CatalogOutOfSync,
+    IncompatibleCatalogVersion,
+    NotWritable,
+)
+from twinstream.catalog.fence import DeployGenerationFenced, FenceError, FenceToken, fence_error
+from twinstream.catalog.migrations import (
+    DEFAULT_MIGRATIONS,
+    Migration,
+    newest_version,
+    run_migrations,
+)
+from twinstream.catalog.state import CatalogChange, CatalogState, row
+from twinstream.catalog.txn import Transaction
+from twinstream.clock import Clock
+from twinstream.persist import OpaqueMismatch, PersistClient, ReadBeforeSince, Shard
+from twinstream.persist.machine import CriticalReadHandle
+from twinstream.persist.types import Diff, Row, Update
+
+log = logging.getLogger(__name__)
+
+CATALOG_SHARD = "catalog"
+CATALOG_CRITICAL_READER = "catalog-writer"
+#: A writable catalog moves the shard's since forward every this many commits.
+SINCE_DOWNGRADE_EVERY = 16
+_OPEN_RETRY_MAX = 1000
+_FOLLOW_POLL_S = 0.25
+
+
+class OpenMode(enum.Enum):
+    READ_ONLY = "read-only"
+    SAVEPOINT = "savepoint"
+    WRITABLE = "writable"
+
+
+async def _load(shard: Shard) -> tuple[int, list[tuple[Row, Diff]]]:
+    """Contents as of the current upper: (upper, consolidated rows)."""
+    for _ in range(_OPEN_RETRY_MAX):
+        state = await shard.fetch_state()
+        if state.upper == 0:
+            return 0, []
+        try:
+            return state.upper, await shard.snapshot(state.upper - 1)
+        except ReadBeforeSince:
+            continue  # the writer moved since past us between the two reads; read again
+    raise AssertionError("catalog load kept racing the writer")
+
+
+async def read_catalog_generation(client: PersistClient) -> int | None:
+    """The generation of the largest durable fence token, without opening the catalog."""
+    _, rows = await _load(client.open(CATALOG_SHARD))
+    tokens = CatalogState.fence_tokens(rows)
+    return max(tokens).deploy_generation if tokens else None
+
+
+def _to_updates(changes: Sequence[CatalogChange], ts: int) -> list[Update]:
+    return [(row(c.kind, c.key, c.value), ts, c.diff) for c in changes]
+
+
+class DurableCatalog:
+    """An open catalog. Create with `await DurableCatalog.open(...)`."""
+
+    def __init__(
+        self,
+        client: PersistClient,
+        mode: OpenMode,
+        deploy_generation: int | None,
+        clock: Clock,
+        migrations: Sequence[Migration],
+    ) -> None:
+        self.client = client
+        self.mode = mode
+        self.deploy_generation = deploy_generation
+        self.clock = clock
+        self.migrations = tuple(migrations)
+        self.newest_version = newest_version(self.migrations)
+        self.shard = client.open(CATALOG_SHARD)
+        self.state = CatalogState()
+        self.upper = 0
+        self.token: FenceToken | None = None
+        self._fenced: FenceError | None = None
+        self._commits = 0
+        self._critical: CriticalReadHandle | None = None
+        self._subscribers: list[asyncio.Queue[list[CatalogChange]]] = []
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        client: PersistClient,
+        mode: OpenMode,
+        *,
+        deploy_generation: int | None,
+        clock: Clock,
+        migrations: Sequence[Migration] = DEFAULT_MIGRATIONS,
+    ) -> DurableCatalog:
+        if mode is not OpenMode.READ_ONLY and deploy_generation is None:
+            raise ValueError(f"opening the catalog {mode.value} needs a deploy generation")
+        cat = cls(client, mode, deploy_generation, clock, migrations)
+        for _ in range(_OPEN_RETRY_MAX):
+            if await cat._try_open():
+                return cat
+            log.info("catalog open lost a race (upper moved); retrying")
+        raise AssertionError("catalog open kept losing compare-and-append races")
+
+    async def _try_open(self) -> bool:
+        upper, rows = await _load(self.shard)
+        tokens = CatalogState.fence_tokens(rows)
+        durable = max(tokens) if tokens else None
+        gen = self.deploy_generation
+        if gen is not None and durable is not None and durable.deploy_generation > gen:
+            raise DeployGenerationFenced(gen, durable.deploy_generation)
+        state = CatalogState.from_rows(rows)
+        version = state.catalog_version
+        newer = version is not None and version > self.newest_version
+        if self.mode is not OpenMode.READ_ONLY and newer:
+            raise IncompatibleCatalogVersion(
+                f"durable catalog_version {version} is newer than this binary's newest "
+                f"{self.newest_version}; refusing to open {self.mode.value}"
+            )
+        if not state.initialized and self.mode is not OpenMode.WRITABLE:
+            raise NotWritable(
+                f"catalog is not initialized; will not create it in {self.mode.value} mode"
+            )
+        if self.mode is OpenMode.READ_ONLY:
+            self.state, self.upper = state, upper
+            return True
+        assert gen is not None
+        txn = Transaction(state)
+        if self.mode is OpenMode.WRITABLE:
+            token = FenceToken(gen, (durable.epoch if durable is not None else 0) + 1)
+            if durable is not None:
+                txn.delete("fence_token", "")
+            txn.insert("fence_token", "", token.to_json())
+        else:
+            assert durable is not None, "an initialized catalog has a fence token"
+            token = FenceToken(gen, durable.epoch)
+        if not state.initialized:
+            bootstrap(txn, self.clock.now_ms())
+            txn.insert("config", "catalog_version", self.newest_version)
+        else:
+            assert version is not None
+            run_migrations(txn, self.migrations, version)
+        if self.mode is OpenMode.SAVEPOINT:
+            self.state, self.upper, self.token = txn.view, upper, token
+            return True
+        ts = max(upper, self.clock.now_ms())
+        mismatch = await self.shard.compare_and_append(_to_updates(txn.changes, ts), upper, ts + 1)
+        if mismatch is not None:
+            return False
+        self.state, self.upper, self.token = txn.view, ts + 1, token
+        await self._take_critical_hold()
+        return True
+
+    async def _take_critical_hold(self) -> None:
+        """Own the catalog shard's critical read hold, keyed by our fence token."""
+        assert self.token is not None
+        ours = (self.token.deploy_generation, self.token.epoch)
+        handle = await self.shard.critical_reader(CATALOG_CRITICAL_READER, ours)
+        current = tuple(await handle.opaque())
+        if current > ours:
+            await self._check_fence()
+        try:
+            await handle.compare_and_downgrade_since(current, ours, self.upper - 1)
+        except OpaqueMismatch:
+            await self._check_fence()
+            raise
+        self._critical = handle
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _reload(self) -> tuple[int, CatalogState, list[FenceToken]]:
+        upper, rows = await _load(self.shard)
+        tokens = CatalogState.fence_tokens(rows)
+        return upper, CatalogState.from_rows(rows), tokens
+
+    async def _check_fence(self) -> tuple[int, CatalogState]:
+        """Reload; raise (and remember) the fence error if a larger token is durable."""
+        if self._fenced is not None:
+            raise self._fenced
+        upper, rows = await _load(self.shard)
+        tokens = CatalogState.fence_tokens(rows)
+        if self.token is not None and tokens and max(tokens) > self.token:
+            self._fenced = fence_error(self.token, max(tokens))
+            raise self._fenced
+        return upper, CatalogState.from_rows(rows)
+
+    async def sync(self) -> list[CatalogChange]:
+        """Catch up with the durable catalog (read-only mode follows the leader this way)."""
+        if self.mode is OpenMode.SAVEPOINT:
+            return []
+        head = await self.shard.upper()
+        if head == self.upper:
+            return []
+        upper, newer = await self._check_fence()
+        if self.mode is OpenMode.WRITABLE:
+            raise CatalogOutOfSync(
+                f"catalog upper moved from {self.upper} to {upper} without a fence"
+            )
+        changes = self.state.diff_to(newer)
+        self.state, self.upper = newer, upper
+        self._publish(changes)
+        return changes
+
+    async def follow(self) -> AsyncIterator[list[CatalogChange]]:
+        """Yield each batch of changes as others commit them (read-only mode)."""
+        while True:
+            event = self.client.consensus.feed.event(CATALOG_SHARD)
+            changes = await self.sync()
+            if changes:
+                yield changes
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), _FOLLOW_POLL_S)
+
+    def subscribe(self) -> asyncio.Queue[list[CatalogChange]]:
+        """A queue receiving every change this handle applies (own commits and syncs)."""
+        q: asyncio.Queue[list[CatalogChange]] = asyncio.Queue()
+        self._subscribers.append(q)
+        return q
+
+    def _publish(self, changes: list[CatalogChange]) -> None:
+        if changes:
+            for q in self._subscribers:
+                q.put_nowait(changes)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        return Transaction(self.state, base_upper=self.upper)
+
+    async def commit(self, txn: Transaction) -> int:
+        """Make the transaction durable at a new catalog timestamp; returns that timestamp."""
+        if self.mode is OpenMode.READ_ONLY:
+            raise NotWritable("cannot write in read-only mode")
+        if self._fenced is not None:
+            raise self._fenced
+        if txn.base_upper is not None and txn.base_upper != self.upper:
+            raise CatalogOutOfSync("transaction was built on an older catalog state")
+        if not txn.changes:
+            return self.upper - 1
+        ts = max(self.upper, self.clock.now_ms())
+        if self.mode is OpenMode.WRITABLE:
+            mismatch = await self.shard.compare_and_append(
+                _to_updates(txn.changes, ts), self.upper, ts + 1
+            )
+            if mismatch is not None:
+                await self._check_fence()
+                raise CatalogOutOfSync(
+                    f"catalog upper is {mismatch.actual}, expected {self.upper}, and no fence"
+                )
+        self.state.apply(txn.changes)
+        self.upper = ts + 1
+        self._publish(list(txn.changes))
+        self._commits += 1
+        if self.mode is OpenMode.WRITABLE and self._commits % SINCE_DOWNGRADE_EVERY == 0:
+            await self._downgrade_since()
+        return ts
+
+    async def _downgrade_since(self) -> None:
+        assert self._critical is not None and self.token is not None
+        ours = (self.token.deploy_generation, self.token.epoch)
+        try:
+            await self._critical.compare_and_downgrade_since(ours, ours, self.upper - 1)
+        except OpaqueMismatch:
+            await self._check_fence()
+            raise
+
+    async def confirm_leadership(self) -> None:
+        """Cheap (one consensus read when nothing changed): raises FenceError if fenced."""
+        if self._fenced is not None:
+            raise self._fenced
+        if self.mode is not OpenMode.WRITABLE:
+            return
+        if await self.shard.upper() == self.upper:
+            return
+        await self._check_fence()
+        raise CatalogOutOfSync("catalog changed under the writer without a fence")
+
+    # -- convenience ---------------------------------------------------------------------------
+
+    def committed_user_item_ids(self) -> set[str]:
+        return self.state.user_item_ids()
+
+    def committed_user_replica_ids(self) -> set[str]:
+        return self.state.user_replica_ids()
+
+    async def committed_ids(self) -> tuple[set[str], set[str]]:
+        """The durable (not in-memory) user item and replica ids: for the DDL check."""
+        _, state, _ = await self._reload()
+        return state.user_item_ids(), state.user_replica_ids()

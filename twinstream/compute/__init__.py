@@ -1,0 +1,1 @@
+"""twinstream.compute: (not built yet; see ARCHITECTURE.md for its role)."""

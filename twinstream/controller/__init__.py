@@ -1,0 +1,1 @@
+"""twinstream.controller: (not built yet; see ARCHITECTURE.md for its role)."""

@@ -1,0 +1,1 @@
+"""twinstream.deployment: (not built yet; see ARCHITECTURE.md for its role)."""

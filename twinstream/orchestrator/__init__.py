@@ -1,0 +1,1 @@
+"""twinstream.orchestrator: (not built yet; see ARCHITECTURE.md for its role)."""

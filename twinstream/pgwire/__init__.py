@@ -1,0 +1,1 @@
+"""twinstream.pgwire: (not built yet; see ARCHITECTURE.md for its role)."""

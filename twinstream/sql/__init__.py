@@ -1,0 +1,1 @@
+"""twinstream.sql: (not built yet; see ARCHITECTURE.md for its role)."""

@@ -1,0 +1,1 @@
+"""twinstream.storage: (not built yet; see ARCHITECTURE.md for its role)."""
