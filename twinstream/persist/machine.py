@@ -201,11 +201,8 @@ class Shard:
         """
         self._check_times(updates, expected_upper, new_upper)
         part = await self._stage(updates)
-        try:
-            out = await self._apply(self._append_transition(part, expected_upper, new_upper))
-        except BaseException:
-            # Indeterminate: the CAS may have landed; the blob must stay (it may be referenced).
-            raise
+        # If _apply raises (indeterminate: the CAS may have landed) the blob must stay.
+        out = await self._apply(self._append_transition(part, expected_upper, new_upper))
         if isinstance(out, UpperMismatch):
             await self._unstage(part)
             return out
@@ -321,18 +318,21 @@ class Shard:
 
     # -- compaction ----------------------------------------------------------------------------
 
-    async def compact(self) -> bool:
-        """Merge every batch into one, advancing times below since to since.
+    async def compact(self, *, full: bool = False) -> bool:
+        """Merge a run of batches into one, advancing times below since to since.
 
+        Tiered (like an LSM): the run is the newest batches, extended to the left while the
+        next older batch is no more than twice the run's size, so old large batches are not
+        rewritten on every compaction and the total cost stays O(n log n). `full` merges all.
         Any read at a time >= since sees the same contents afterwards. Returns True if this
-        call replaced the batches (False if another process changed them first).
+        call replaced batches (False if another process changed them first).
         """
         state = await self.fetch_state()
-        replaced = state.batches
-        if len(replaced) <= 1:
+        run = _compaction_run(state.batches, full=full)
+        if len(run) <= 1:
             return False
-        state, ups = await self._read_parts(lambda s: list(s.batches), state)
-        replaced = state.batches
+        state, ups = await self._read_parts(lambda s: list(_compaction_run(s.batches, full)), state)
+        run = _compaction_run(state.batches, full=full)
         since = state.since
         merged_updates = consolidate([(r, max(t, since), d) for r, t, d in ups])
         merged: BatchPart | None = None
@@ -341,18 +341,18 @@ class Shard:
             part_id = f"{self.clock.now_ms():013d}-{uuid.uuid4().hex}"
             merged = BatchPart(
                 part_id,
-                min(p.lower for p in replaced),
-                max(p.upper for p in replaced),
+                min(p.lower for p in run),
+                max(max(p.upper for p in run), max(t for _r, t, _d in merged_updates) + 1),
                 len(merged_updates),
                 data if len(data) <= limits.INLINE_BATCH_MAX_BYTES else None,
             )
             if merged.inline is None:
                 await self.blob.set(merged.blob_key(self.shard_id), data)
-        out = await self._apply(lambda s: st.replace_batches(s, replaced, merged))
+        out = await self._apply(lambda s: st.replace_run(s, run, merged))
         if not isinstance(out, ShardState) or (merged is not None and merged not in out.batches):
             await self._unstage(merged)
             return False
-        for part in replaced:
+        for part in run:
             await self._unstage(part)
         return True
 
@@ -391,6 +391,18 @@ class Shard:
         out = await self._apply(lambda s: s)
         assert isinstance(out, ShardState)
         return out
+
+
+def _compaction_run(batches: tuple[BatchPart, ...], full: bool) -> tuple[BatchPart, ...]:
+    """The contiguous newest run of batches to merge next (see `Shard.compact`)."""
+    if full or len(batches) <= 2:
+        return batches
+    start = len(batches) - 2
+    size = batches[-1].count + batches[-2].count
+    while start > 0 and batches[start - 1].count <= 2 * size:
+        start -= 1
+        size += batches[start].count
+    return batches[start:]
 
 
 class _PartGone(Exception):

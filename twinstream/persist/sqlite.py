@@ -89,10 +89,13 @@ class SqliteConsensus:
             conn = self._connection()
             try:
                 return fn(conn)
-            except sqlite3.OperationalError as e:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise LocationUnavailable(f"sqlite consensus {self.path}: {e}") from e
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError):
+                    raise LocationUnavailable(f"sqlite consensus {self.path}: {e}") from e
+                raise
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 

@@ -172,16 +172,18 @@ def compare_and_downgrade_critical(
     return _with_since(dataclasses.replace(state, critical=critical))
 
 
-def replace_batches(
-    state: ShardState, replaced: tuple[BatchPart, ...], merged: BatchPart | None
+def replace_run(
+    state: ShardState, run: tuple[BatchPart, ...], merged: BatchPart | None
 ) -> ShardState | None:
-    """Swap a prefix of the batch list for one merged batch; None if the prefix changed."""
-    n = len(replaced)
-    if state.batches[:n] != replaced:
-        return None
-    rest = state.batches[n:]
-    batches = ((merged,) if merged is not None and merged.count > 0 else ()) + rest
-    return dataclasses.replace(state, batches=batches)
+    """Swap a contiguous run of batches for one merged batch; None if the run is gone."""
+    n = len(run)
+    assert n > 0, "empty compaction run"
+    for i in range(len(state.batches) - n + 1):
+        if state.batches[i : i + n] == run:
+            keep = (merged,) if merged is not None and merged.count > 0 else ()
+            batches = state.batches[:i] + keep + state.batches[i + n :]
+            return dataclasses.replace(state, batches=batches)
+    return None
 
 
 # --- encoding -------------------------------------------------------------------------------

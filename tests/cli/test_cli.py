@@ -1,0 +1,71 @@
+"""The `twinstream` command line: ``bench`` and its one-JSON-line contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from twinstream.cli.main import app
+
+PERSIST_KEYS = {
+    "backend",
+    "cas_per_s",
+    "raw_tx_per_s",
+    "ratio",
+    "p50_ms",
+    "p99_ms",
+    "notify_p50_ms",
+}
+
+
+def _twinstream(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    # `python -m` runs the same `main()` as the console script, whatever PATH says.
+    return subprocess.run(
+        [sys.executable, "-m", "twinstream.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_bench_persist_sqlite_json_is_one_line() -> None:
+    proc = _twinstream("bench", "persist", "--json", "--backend", "sqlite", "--seconds", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    assert proc.stdout.endswith("\n")
+    result = json.loads(lines[0])
+    assert isinstance(result, dict)
+    assert result.keys() >= PERSIST_KEYS
+    assert result["backend"] == "sqlite"
+    for key in PERSIST_KEYS - {"backend"}:
+        assert isinstance(result[key], int | float), (key, result[key])
+        assert result[key] > 0, (key, result[key])
+    assert result["notify_missed"] == 0
+
+
+def test_bench_unknown_name_fails_with_nothing_on_stdout() -> None:
+    proc = _twinstream("bench", "no-such-benchmark", "--json", timeout=60.0)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "persist" in proc.stderr  # the error lists what exists
+
+
+def test_bench_rejects_a_consensus_url_of_another_backend() -> None:
+    proc = _twinstream(
+        "bench", "persist", "--json", "--backend", "postgres",
+        "--consensus-url", "sqlite:///tmp/x.db", timeout=60.0,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "postgres://" in proc.stderr
+
+
+def test_help_lists_bench() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "bench" in result.output

@@ -1,0 +1,162 @@
+"""The ``twinstream`` command line (console script ``twinstream = twinstream.cli.main:main``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import enum
+import json
+import logging
+import math
+import pstats
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from twinstream.cli import bench as bench_registry
+
+app = typer.Typer(
+    name="twinstream",
+    help="twinstream: a streaming SQL database whose upgrades are invisible to its users.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_err = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """twinstream: a streaming SQL database whose upgrades are invisible to its users."""
+
+
+class Backend(enum.StrEnum):
+    sqlite = "sqlite"
+    postgres = "postgres"
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: report them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _render_table(name: str, result: dict[str, Any]) -> None:
+    table = Table(title=f"twinstream bench {name}")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            text = f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+        elif value is None:
+            text = "-"
+        else:
+            text = str(value)
+        table.add_row(key, text)
+    Console().print(table)
+
+
+@app.command("bench")
+def bench_command(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help=f"Benchmark to run: {', '.join(bench_registry.names())}.", show_default=False
+        ),
+    ],
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print exactly one JSON line on stdout (everything else to stderr)."
+        ),
+    ] = False,
+    backend: Annotated[
+        Backend, typer.Option(help="Persist location: a temp SQLite dir or a throwaway Postgres.")
+    ] = Backend.sqlite,
+    seconds: Annotated[
+        float, typer.Option(min=0.1, help="Length of each timed measurement window.")
+    ] = 5.0,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per appended batch.")] = 10,
+    row_bytes: Annotated[int, typer.Option(min=8, help="Approximate encoded row size.")] = 50,
+    notify_samples: Annotated[
+        int, typer.Option(min=1, help="Cross-process notification samples.")
+    ] = 150,
+    notify_gap_ms: Annotated[
+        float, typer.Option(min=0.0, help="Pause between notification samples (ms).")
+    ] = 20.0,
+    consensus_url: Annotated[
+        str | None,
+        typer.Option(help="Use this consensus location instead of a throwaway one."),
+    ] = None,
+    blob_url: Annotated[
+        str | None, typer.Option(help="Use this blob location (default: per backend).")
+    ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Run under cProfile; write pstats to this file and a summary to stderr."),
+    ] = None,
+) -> None:
+    """Run benchmark NAME and report its figures (see benchmarks/README.md)."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        bench = bench_registry.get(name)
+    except bench_registry.BenchmarkError as e:
+        _err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    opts = bench_registry.BenchOptions(
+        backend=backend.value,
+        seconds=seconds,
+        batch_rows=batch_rows,
+        row_bytes=row_bytes,
+        notify_samples=notify_samples,
+        notify_gap_ms=notify_gap_ms,
+        consensus_url=consensus_url,
+        blob_url=blob_url,
+    )
+    profiler = cProfile.Profile() if profile is not None else None
+    # Under --json stdout belongs to the result line: anything printed meanwhile goes to stderr.
+    guard = contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext()
+    try:
+        with guard:
+            if profiler is not None:
+                profiler.enable()
+            try:
+                result = asyncio.run(bench.run(opts))
+            finally:
+                if profiler is not None:
+                    profiler.disable()
+    except bench_registry.BenchmarkError as e:
+        _err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(profile)
+        stats = pstats.Stats(profiler, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+        _err.print(f"profile written to {profile}")
+    result = {"bench": name, **result}
+    if json_output:
+        sys.stdout.write(json.dumps(_json_safe(result), allow_nan=False) + "\n")
+        sys.stdout.flush()
+    else:
+        _render_table(name, result)
+
+
+def main() -> None:
+    app(prog_name="twinstream")
+
+
+if __name__ == "__main__":
+    main()
