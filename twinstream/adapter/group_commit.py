@@ -1,0 +1,186 @@
+"""Group commit for table writes.
+
+Concurrent writes queue up; one commit loop takes everything pending, confirms leadership (so an
+old leader learns of a fence within one commit or tick), takes a write timestamp from the
+oracle, and appends every table shard in one atomic compare-and-append — tables without writes
+get an empty append, so all table uppers advance together to `ts + 1`. Only then are the
+writers acknowledged and the oracle's read timestamp moved to `ts`. The next commit starts as
+soon as the previous one is done (no fixed wait); when nobody writes, a tick every
+`interval_s` still advances the uppers and confirms leadership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from twinstream.adapter.oracle import TimestampOracle
+from twinstream.catalog.fence import FenceError
+from twinstream.persist import Shard, compare_and_append_many
+from twinstream.persist.types import Diff, Row
+
+log = logging.getLogger(__name__)
+
+#: Table writes per commit: (shard id -> list of (row, diff)).
+TableWrites = dict[str, list[tuple[Row, Diff]]]
+
+#: Upper bound on writes merged into one commit (the rest waits for the next one).
+MAX_WRITES_PER_COMMIT = 10_000
+
+
+class WriteFailed(Exception):
+    """A commit could not be made durable; the write was not applied."""
+
+
+@dataclass
+class _Pending:
+    writes: TableWrites
+    done: asyncio.Future[int]
+
+
+@dataclass
+class _Registration:
+    shard: Shard
+    done: asyncio.Future[int]
+
+
+@dataclass
+class GroupCommitStats:
+    commits: int = 0
+    writes: int = 0
+    empty_ticks: int = 0
+    last_ts: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        oracle: TimestampOracle,
+        confirm_leadership: Callable[[], Awaitable[None]],
+        *,
+        on_commit: Callable[[int, TableWrites], None] | None = None,
+        interval_s: float = 0.1,
+    ) -> None:
+        self.oracle = oracle
+        self.confirm_leadership = confirm_leadership
+        self.on_commit = on_commit
+        self.interval_s = interval_s
+        self.shards: dict[str, Shard] = {}
+        self.stats = GroupCommitStats()
+        self._pending: list[_Pending] = []
+        self._registrations: list[_Registration] = []
+        self._wake = asyncio.Event()
+        self._stopped: BaseException | None = None
+
+    # -- API -----------------------------------------------------------------------------------
+
+    async def write(self, writes: TableWrites) -> int:
+        """Append rows to tables; returns the commit timestamp once it is durable."""
+        for shard_id in writes:
+            if shard_id not in self.shards:
+                raise WriteFailed(f"table shard {shard_id} is not registered for writes")
+        return await self._enqueue_pending(_Pending(writes, self._future()))
+
+    async def register(self, shard: Shard) -> int:
+        """Start advancing a (new) table's shard with every commit; returns the first commit ts
+        that includes it (reads at or after it may read the table)."""
+        reg = _Registration(shard, self._future())
+        self._registrations.append(reg)
+        self._wake.set()
+        return await reg.done
+
+    def unregister(self, shard_id: str) -> None:
+        self.shards.pop(shard_id, None)
+
+    async def run(self) -> None:
+        """The commit loop; runs until cancelled or fenced (the fence error propagates)."""
+        try:
+            while True:
+                if not self._pending and not self._registrations:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                await self._commit_once()
+        except BaseException as e:
+            self._stopped = e
+            self._fail_all(e)
+            raise
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[int]:
+        if self._stopped is not None:
+            raise WriteFailed(f"group commit has stopped: {self._stopped!r}")
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue_pending(self, pending: _Pending) -> int:
+        self._pending.append(pending)
+        self._wake.set()
+        return await pending.done
+
+    def _fail_all(self, err: BaseException) -> None:
+        exc = err if isinstance(err, Exception) else WriteFailed("group commit stopped")
+        for p in self._pending:
+            if not p.done.done():
+                p.done.set_exception(exc)
+        for r in self._registrations:
+            if not r.done.done():
+                r.done.set_exception(exc)
+        self._pending.clear()
+        self._registrations.clear()
+
+    async def _commit_once(self) -> None:
+        batch = self._pending[:MAX_WRITES_PER_COMMIT]
+        del self._pending[: len(batch)]
+        regs, self._registrations = self._registrations, []
+        merged: TableWrites = {}
+        for p in batch:
+            for shard_id, rows in p.writes.items():
+                merged.setdefault(shard_id, []).extend(rows)
+        try:
+            await self.confirm_leadership()
+            ts = await self.oracle.write_ts()
+            shards = dict(self.shards)
+            for r in regs:
+                shards[r.shard.shard_id] = r.shard
+            appends = []
+            for shard_id, shard in shards.items():
+                expected = shard.cached_upper()
+                if expected is None:
+                    expected = await shard.upper()
+                assert expected <= ts, f"table {shard_id} upper {expected} beyond write ts {ts}"
+                updates = [(row, ts, d) for row, d in merged.get(shard_id, [])]
+                appends.append((shard, updates, expected, ts + 1))
+            mismatch = await compare_and_append_many(appends)
+            if mismatch is not None:
+                await self.confirm_leadership()  # raises if we were fenced
+                raise WriteFailed(f"table uppers moved under the leader: {mismatch}")
+            for r in regs:
+                self.shards[r.shard.shard_id] = r.shard
+            if self.on_commit is not None and merged:
+                self.on_commit(ts, merged)
+            await self.oracle.apply_write(ts)
+        except Exception as e:
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_exception(e)
+            for r in regs:
+                if not r.done.done():
+                    r.done.set_exception(e)
+            if isinstance(e, FenceError | AssertionError):
+                raise
+            log.warning("group commit failed; its writes were not applied: %s", e)
+            return
+        self.stats.commits += 1
+        self.stats.writes += len(batch)
+        self.stats.last_ts = ts
+        if not batch:
+            self.stats.empty_ticks += 1
+        for p in batch:
+            p.done.set_result(ts)
+        for r in regs:
+            r.done.set_result(ts)
