@@ -155,3 +155,11 @@ async def _run_from_file(stem: str, opts: BenchOptions) -> dict[str, Any]:
 )
 async def persist(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("persist_bench", opts)
+
+
+@register(
+    "catalog",
+    "Durable catalog: single-item DDL commit latency and rate; writable re-open (fencing) time.",
+)
+async def catalog(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("catalog_bench", opts)
