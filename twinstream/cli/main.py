@@ -154,6 +154,45 @@ def bench_command(
         _render_table(name, result)
 
 
+@app.command("environmentd")
+def environmentd_command(
+    data_dir: Annotated[Path, typer.Option(help="Where this environment keeps its state.")],
+    deploy_generation: Annotated[int, typer.Option(min=0, help="This deployment's generation.")],
+    consensus: Annotated[
+        str | None, typer.Option(help="Consensus URL (default sqlite:///DIR/consensus.db).")
+    ] = None,
+    blob: Annotated[str | None, typer.Option(help="Blob URL (default file:///DIR/blob).")] = None,
+    sql_listen: Annotated[str, typer.Option(help="pgwire HOST:PORT.")] = "127.0.0.1:6877",
+    http_listen: Annotated[str, typer.Option(help="Public HTTP HOST:PORT.")] = "127.0.0.1:6876",
+    internal_http_listen: Annotated[
+        str, typer.Option(help="Internal HTTP HOST:PORT (leader API, metrics).")
+    ] = "127.0.0.1:6878",
+    internal_api_token: Annotated[
+        str | None, typer.Option(help="Bearer token required by the internal API.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+) -> None:
+    """Run one environment process: catalog, SQL over pgwire, HTTP APIs."""
+    from twinstream.cli.environmentd import EnvironmentdConfig, parse_listen, run_environmentd
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = EnvironmentdConfig(
+        data_dir=data_dir,
+        deploy_generation=deploy_generation,
+        consensus_url=consensus,
+        blob_url=blob,
+        sql_listen=parse_listen(sql_listen),
+        http_listen=parse_listen(http_listen),
+        internal_http_listen=parse_listen(internal_http_listen),
+        internal_api_token=internal_api_token,
+    )
+    raise typer.Exit(asyncio.run(run_environmentd(config)))
+
+
 def main() -> None:
     app(prog_name="twinstream")
 

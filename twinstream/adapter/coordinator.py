@@ -1,0 +1,504 @@
+"""The coordinator: one per environmentd. Owns the catalog handle, the query engine, table
+shards and group commit, and executes DDL and writes on behalf of sessions.
+
+Start here: `Coordinator.serve()` (bootstraps, then runs group commit until cancelled or
+fenced); sessions call `ddl_*`, `write`, `read_timestamp` and use `engine` for reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twinstream.adapter import errors as E
+from twinstream.adapter.engine import QueryEngine, fqn
+from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.group_commit import GroupCommitter, TableWrites
+from twinstream.adapter.names import CatalogIndex, ItemRef
+from twinstream.adapter.oracle import TimestampOracle
+from twinstream.adapter.system_tables import SystemTables
+from twinstream.catalog import DurableCatalog, Transaction
+from twinstream.clock import Clock
+from twinstream.persist import PersistClient, Shard
+from twinstream.persist.types import Diff, Row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CoordinatorConfig:
+    #: How often table uppers advance (and leadership is confirmed) when nobody writes.
+    timestamp_interval_s: float = 0.1
+    #: A read-only generation: no writes, no DDL (issue: deployment core).
+    read_only: bool = False
+    deploy_generation: int = 0
+
+
+@dataclass
+class SessionInfo:
+    conn_id: int
+    user: str
+    application_name: str
+    connected_at_ms: int
+    database: str = "twinstream"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        persist: PersistClient,
+        catalog: DurableCatalog,
+        oracle: TimestampOracle,
+        clock: Clock,
+        config: CoordinatorConfig | None = None,
+    ) -> None:
+        self.persist = persist
+        self.catalog = catalog
+        self.oracle = oracle
+        self.clock = clock
+        self.config = config or CoordinatorConfig()
+        self.engine = QueryEngine()
+        self.index = CatalogIndex(catalog.state)
+        self.committer = GroupCommitter(
+            oracle,
+            catalog.confirm_leadership,
+            on_commit=self._apply_commit,
+            interval_s=self.config.timestamp_interval_s,
+        )
+        self.tables: dict[str, Shard] = {}  # item id -> shard
+        self.sessions: dict[int, SessionInfo] = {}
+        self.system = SystemTables(self.engine)
+        self.ready = asyncio.Event()
+        self._ddl_lock = asyncio.Lock()
+        self._write_locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Bootstrap, then run group commit; a fence error propagates to the caller."""
+        async with asyncio.TaskGroup() as tg:
+            commit_task = tg.create_task(self.committer.run(), name="group-commit")
+            await self._bootstrap()
+            self.ready.set()
+            await commit_task
+
+    async def _bootstrap(self) -> None:
+        state = self.catalog.state
+        for db_id in sorted(state.entries("database"), key=_id_order):
+            self.engine.create_database(self.index.database_names[db_id])
+        for s_id in sorted(state.entries("schema"), key=_id_order):
+            loc = self.index.schema_names.get(s_id)
+            if loc is not None:
+                self.engine.create_schema(*loc)
+        for ref in sorted(self.index.items_by_id.values(), key=lambda r: _id_order(r.id)):
+            await self._install_item(ref, load=True)
+        self.system.refresh(self.index, self.sessions)
+
+    async def _install_item(self, ref: ItemRef, *, load: bool) -> None:
+        """Create an item's engine objects (and for tables, mirror + group commit)."""
+        if ref.type == "table":
+            cols = [(c["name"], c["type"]) for c in ref.columns]
+            self.engine.create_table(ref.database, ref.schema, ref.name, cols)
+            shard = self.persist.open(ref.value["shard_id"])
+            if load:
+                upper = await shard.upper()
+                if upper > 0:
+                    rows = await shard.snapshot(upper - 1)
+                    self.engine.apply(fqn(ref.database, ref.schema, ref.name), len(cols), rows)
+            self.tables[ref.id] = shard
+            await self.committer.register(shard)
+        elif ref.type in ("view", "materialized_view"):
+            self.engine.create_view(ref.database, ref.schema, ref.name, ref.value["duck_sql"])
+
+    def _apply_commit(self, ts: int, writes: TableWrites) -> None:
+        """Group commit made `writes` durable at `ts`: mirror them before acknowledging."""
+        by_shard = {s.shard_id: item_id for item_id, s in self.tables.items()}
+        for shard_id, rows in writes.items():
+            item_id = by_shard.get(shard_id)
+            if item_id is None:
+                continue  # dropped while its write was in flight
+            ref = self.index.items_by_id[item_id]
+            self.engine.apply(
+                fqn(ref.database, ref.schema, ref.name), len(ref.columns), _consolidate(rows)
+            )
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def register_session(self, info: SessionInfo) -> None:
+        self.sessions[info.conn_id] = info
+        self.system.refresh_sessions(self.sessions)
+
+    def unregister_session(self, conn_id: int) -> None:
+        self.sessions.pop(conn_id, None)
+        self.system.refresh_sessions(self.sessions)
+
+    # -- timestamps ----------------------------------------------------------------------------
+
+    async def read_timestamp(self) -> int:
+        """STRICT SERIALIZABLE: no older than any acknowledged write."""
+        return await self.oracle.read_ts()
+
+    async def explain_timestamp(self, deps: list[ItemRef]) -> list[tuple[str]]:
+        ts = await self.read_timestamp()
+        lines = [f"                query timestamp: {ts:>13}", "", "source frontiers:"]
+        for ref in deps:
+            shard = self.tables.get(ref.id)
+            if shard is None:
+                continue
+            state = await shard.fetch_state()
+            lines += [
+                f"  source {ref.fq()} ({ref.id}, storage):",
+                f"                  read frontier:[{state.since:>13}]",
+                f"                 write frontier:[{state.upper:>13}]",
+            ]
+        return [(line,) for line in lines]
+
+    # -- DDL -----------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.config.read_only:
+            raise E.read_only_error()
+
+    async def _commit(self, build: Callable[[Transaction], Awaitable[None] | None]) -> None:
+        """Run one catalog transaction under the DDL lock and refresh derived state."""
+        self._check_writable()
+        txn = self.catalog.transaction()
+        out = build(txn)
+        if out is not None:
+            await out
+        await self.catalog.commit(txn)
+        self.index = CatalogIndex(self.catalog.state)
+        self.system.refresh(self.index, self.sessions)
+
+    @contextlib.asynccontextmanager
+    async def ddl(self) -> Any:
+        async with self._ddl_lock:
+            yield
+
+    async def create_database(self, name: str, *, if_not_exists: bool, owner: str) -> bool:
+        async with self._ddl_lock:
+            if name in self.index.databases:
+                if if_not_exists:
+                    return False
+                raise AdapterError(E.DUPLICATE_DATABASE, f'database "{name}" already exists')
+
+            def build(txn: Transaction) -> None:
+                db_id = txn.allocate_id("database")
+                txn.insert("database", db_id, {"name": name, "owner": owner})
+                s_id = txn.allocate_id("schema")
+                txn.insert("schema", s_id, {"name": "public", "database_id": db_id, "owner": owner})
+                txn.audit("create", "database", {"name": name}, self.clock.now_ms())
+
+            await self._commit(build)
+            self.engine.create_database(name)
+            self.engine.create_schema(name, "public")
+            return True
+
+    async def create_schema(
+        self, database: str, name: str, *, if_not_exists: bool, owner: str
+    ) -> bool:
+        async with self._ddl_lock:
+            db_id = self.index.require_database(database)
+            if (database, name) in self.index.schemas:
+                if if_not_exists:
+                    return False
+                raise AdapterError(E.DUPLICATE_SCHEMA, f'schema "{name}" already exists')
+
+            def build(txn: Transaction) -> None:
+                s_id = txn.allocate_id("schema")
+                txn.insert("schema", s_id, {"name": name, "database_id": db_id, "owner": owner})
+                txn.audit("create", "schema", {"name": f"{database}.{name}"}, self.clock.now_ms())
+
+            await self._commit(build)
+            self.engine.create_schema(database, name)
+            return True
+
+    async def create_item(
+        self,
+        database: str,
+        schema: str,
+        name: str,
+        value: dict[str, Any],
+        *,
+        if_not_exists: bool = False,
+        or_replace: bool = False,
+    ) -> ItemRef | None:
+        """Create a table, view, materialized view, index, ... (value holds its definition)."""
+        async with self._ddl_lock:
+            s_id = self.index.require_schema(database, schema)
+            existing = self.index.items.get((database, schema, name))
+            replaced: ItemRef | None = None
+            if existing is not None:
+                if if_not_exists:
+                    return None
+                if not (or_replace and existing.type == value["type"]):
+                    raise AdapterError(E.DUPLICATE_TABLE, f'relation "{name}" already exists')
+                if self.index.dependents(existing.id):
+                    raise AdapterError(
+                        E.DEPENDENT_OBJECTS,
+                        f'cannot replace "{name}" because other objects depend on it',
+                    )
+                replaced = existing
+            new_id: list[str] = []
+
+            def build(txn: Transaction) -> None:
+                if replaced is not None:
+                    txn.delete("item", replaced.id)
+                item_id = txn.allocate_id("item")
+                new_id.append(item_id)
+                full = dict(value, name=name, schema_id=s_id)
+                if full["type"] == "table":
+                    full["shard_id"] = f"table-{item_id}"
+                txn.insert("item", item_id, full)
+                txn.audit(
+                    "create",
+                    str(full["type"]),
+                    {"name": f"{database}.{schema}.{name}", "id": item_id},
+                    self.clock.now_ms(),
+                )
+
+            await self._commit(build)
+            if replaced is not None:
+                self._uninstall(replaced)
+            ref = self.index.items_by_id[new_id[0]]
+            await self._install_item(ref, load=False)
+            return ref
+
+    def _uninstall(self, ref: ItemRef) -> None:
+        if ref.type == "table":
+            self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
+            shard = self.tables.pop(ref.id, None)
+            if shard is not None:
+                self.committer.unregister(shard.shard_id)
+        elif ref.type in ("view", "materialized_view"):
+            self.engine.drop_relation("VIEW", ref.database, ref.schema, ref.name)
+
+    async def drop_items(self, refs: list[ItemRef], *, cascade: bool) -> None:
+        async with self._ddl_lock:
+            to_drop: dict[str, ItemRef] = {}
+
+            def visit(ref: ItemRef) -> None:
+                if ref.id in to_drop:
+                    return
+                for dep in self.index.dependents(ref.id):
+                    if dep.id in to_drop:
+                        continue
+                    if not cascade:
+                        raise AdapterError(
+                            E.DEPENDENT_OBJECTS,
+                            f'cannot drop {_kind_word(ref.type)} "{ref.name}" because other '
+                            "objects depend on it",
+                            detail=f'{_kind_word(dep.type)} "{dep.name}" depends on '
+                            f'{_kind_word(ref.type)} "{ref.name}"',
+                            hint="Use DROP ... CASCADE to drop the dependent objects too.",
+                        )
+                    visit(dep)
+                to_drop[ref.id] = ref
+
+            for ref in refs:
+                visit(ref)
+            if not to_drop:
+                return
+
+            def build(txn: Transaction) -> None:
+                for ref in to_drop.values():
+                    txn.delete("item", ref.id)
+                    txn.audit(
+                        "drop", ref.type, {"name": ref.fq(), "id": ref.id}, self.clock.now_ms()
+                    )
+
+            order = list(to_drop.values())
+            await self._commit(build)
+            for ref in reversed(order):
+                with contextlib.suppress(Exception):
+                    self._uninstall(ref)
+
+    async def drop_schema(self, database: str, name: str, *, cascade: bool) -> None:
+        s_id = self.index.require_schema(database, name)
+        items = self.index.items_in_schema(s_id)
+        if items and not cascade:
+            raise AdapterError(
+                E.DEPENDENT_OBJECTS,
+                f'cannot drop schema "{name}" because other objects depend on it',
+                hint="Use DROP ... CASCADE to drop the dependent objects too.",
+            )
+        if items:
+            await self.drop_items(items, cascade=True)
+        async with self._ddl_lock:
+
+            def build(txn: Transaction) -> None:
+                txn.delete("schema", s_id)
+                txn.audit("drop", "schema", {"name": f"{database}.{name}"}, self.clock.now_ms())
+
+            await self._commit(build)
+            self.engine.drop_schema(database, name)
+
+    async def drop_database(self, name: str, *, cascade: bool) -> None:
+        db_id = self.index.require_database(name)
+        schemas = [s for (db, s) in self.index.schemas if db == name]
+        for s in schemas:
+            await self.drop_schema(name, s, cascade=True)
+        async with self._ddl_lock:
+
+            def build(txn: Transaction) -> None:
+                txn.delete("database", db_id)
+                txn.audit("drop", "database", {"name": name}, self.clock.now_ms())
+
+            await self._commit(build)
+            self.engine.drop_database(name)
+
+    async def create_cluster(
+        self, name: str, *, size: str, replicas: list[tuple[str, str]], owner: str
+    ) -> None:
+        async with self._ddl_lock:
+            if name in self.index.clusters:
+                raise AdapterError(E.DUPLICATE_OBJECT, f'cluster "{name}" already exists')
+
+            def build(txn: Transaction) -> None:
+                c_id = txn.allocate_id("cluster")
+                txn.insert(
+                    "cluster",
+                    c_id,
+                    {
+                        "name": name,
+                        "owner": owner,
+                        "size": size,
+                        "replication_factor": len(replicas),
+                        "managed": True,
+                    },
+                )
+                for r_name, r_size in replicas:
+                    r_id = txn.allocate_id("replica")
+                    txn.insert(
+                        "cluster_replica",
+                        r_id,
+                        {"name": r_name, "cluster_id": c_id, "size": r_size},
+                    )
+                txn.audit("create", "cluster", {"name": name}, self.clock.now_ms())
+
+            await self._commit(build)
+
+    async def create_cluster_replica(self, cluster: str, name: str, size: str) -> None:
+        async with self._ddl_lock:
+            c_id = self.index.clusters.get(cluster)
+            if c_id is None:
+                raise AdapterError(E.UNDEFINED_OBJECT, f'unknown cluster "{cluster}"')
+            if (cluster, name) in self.index.replicas:
+                raise AdapterError(
+                    E.DUPLICATE_OBJECT, f'cluster replica "{cluster}.{name}" already exists'
+                )
+
+            def build(txn: Transaction) -> None:
+                r_id = txn.allocate_id("replica")
+                txn.insert(
+                    "cluster_replica", r_id, {"name": name, "cluster_id": c_id, "size": size}
+                )
+                txn.audit(
+                    "create", "cluster_replica", {"name": f"{cluster}.{name}"}, self.clock.now_ms()
+                )
+
+            await self._commit(build)
+
+    async def drop_cluster(self, name: str, *, if_exists: bool, cascade: bool) -> None:
+        async with self._ddl_lock:
+            c_id = self.index.clusters.get(name)
+            if c_id is None:
+                if if_exists:
+                    return
+                raise AdapterError(E.UNDEFINED_OBJECT, f'unknown cluster "{name}"')
+            users = [
+                r for r in self.index.items_by_id.values() if r.value.get("cluster_id") == c_id
+            ]
+            if users and not cascade:
+                raise AdapterError(
+                    E.DEPENDENT_OBJECTS,
+                    f'cannot drop cluster "{name}" because other objects depend on it',
+                )
+            replicas = [r for (c, _n), r in self.index.replicas.items() if c == name]
+
+            def build(txn: Transaction) -> None:
+                for r in replicas:
+                    txn.delete("cluster_replica", r)
+                for ref in users:
+                    txn.delete("item", ref.id)
+                txn.delete("cluster", c_id)
+                txn.audit("drop", "cluster", {"name": name}, self.clock.now_ms())
+
+            await self._commit(build)
+            for ref in users:
+                with contextlib.suppress(Exception):
+                    self._uninstall(ref)
+
+    async def drop_cluster_replica(self, cluster: str, name: str, *, if_exists: bool) -> None:
+        async with self._ddl_lock:
+            r_id = self.index.replicas.get((cluster, name))
+            if r_id is None:
+                if if_exists:
+                    return
+                raise AdapterError(
+                    E.UNDEFINED_OBJECT, f'unknown cluster replica "{cluster}.{name}"'
+                )
+
+            def build(txn: Transaction) -> None:
+                txn.delete("cluster_replica", r_id)
+                txn.audit(
+                    "drop", "cluster_replica", {"name": f"{cluster}.{name}"}, self.clock.now_ms()
+                )
+
+            await self._commit(build)
+
+    async def set_system_parameter(self, name: str, value: str | None) -> None:
+        async with self._ddl_lock:
+
+            def build(txn: Transaction) -> None:
+                if value is None:
+                    if txn.get("system_parameter", name) is not None:
+                        txn.delete("system_parameter", name)
+                else:
+                    txn.upsert("system_parameter", name, value)
+
+            await self._commit(build)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write_lock(self, item_id: str) -> asyncio.Lock:
+        """Held across read-then-write (UPDATE/DELETE) of one table."""
+        lock = self._write_locks.get(item_id)
+        if lock is None:
+            lock = self._write_locks[item_id] = asyncio.Lock()
+        return lock
+
+    async def write(self, writes: dict[str, list[tuple[Row, Diff]]]) -> int:
+        """Durably apply (row, diff) changes to tables (keyed by item id); returns the ts."""
+        self._check_writable()
+        by_shard: TableWrites = {}
+        for item_id, rows in writes.items():
+            shard = self.tables.get(item_id)
+            if shard is None:
+                raise AdapterError(E.UNDEFINED_TABLE, f"table {item_id} no longer exists")
+            if rows:
+                by_shard[shard.shard_id] = rows
+        if not by_shard:
+            return await self.read_timestamp()
+        return await self.committer.write(by_shard)
+
+
+def _consolidate(rows: list[tuple[Row, Diff]]) -> list[tuple[Row, Diff]]:
+    acc: dict[Row, Diff] = {}
+    for row, d in rows:
+        acc[row] = acc.get(row, 0) + d
+    return [(r, d) for r, d in acc.items() if d != 0]
+
+
+def _id_order(item_id: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in item_id if ch.isdigit())
+    return (int(digits) if digits else 0, item_id)
+
+
+def _kind_word(item_type: str) -> str:
+    return item_type.replace("_", " ")

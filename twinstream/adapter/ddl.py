@@ -1,0 +1,298 @@
+"""DDL statements -> coordinator calls. Returns the CommandComplete tag."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlglot import exp
+
+from twinstream.adapter import errors as E
+from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.names import ItemRef
+from twinstream.adapter.types import lookup
+from twinstream.sql import ast
+
+if TYPE_CHECKING:
+    from twinstream.adapter.session import AdapterSession
+
+_DDL = (
+    ast.CreateTable,
+    ast.CreateView,
+    ast.CreateMaterializedView,
+    ast.CreateIndex,
+    ast.CreateDatabase,
+    ast.CreateSchema,
+    ast.CreateCluster,
+    ast.CreateClusterReplica,
+    ast.Drop,
+    ast.AlterSystemSet,
+    ast.AlterSystemReset,
+)
+
+_ITEM_TYPES = {
+    ast.ObjectType.TABLE: "table",
+    ast.ObjectType.VIEW: "view",
+    ast.ObjectType.MATERIALIZED_VIEW: "materialized_view",
+    ast.ObjectType.INDEX: "index",
+    ast.ObjectType.SOURCE: "source",
+    ast.ObjectType.SECRET: "secret",
+    ast.ObjectType.CONNECTION: "connection",
+    ast.ObjectType.SINK: "sink",
+}
+
+DEFAULT_REPLICA_SIZE = "1"
+
+
+def is_ddl(stmt: ast.Statement) -> bool:
+    return isinstance(stmt, _DDL)
+
+
+def _place(s: AdapterSession, name: ast.QualifiedName) -> tuple[str, str, str]:
+    """(database, schema, item) for a new item: the first search_path schema by default."""
+    database = name.database or s.database
+    if name.schema is not None:
+        return database, name.schema, name.name
+    for schema in s.vars.search_path():
+        if (database, schema) in s.coord.index.schemas:
+            return database, schema, name.name
+    raise AdapterError(E.UNDEFINED_SCHEMA, "no schema has been selected to create in")
+
+
+def _owner(s: AdapterSession) -> str:
+    for r_id, v in s.coord.catalog.state.entries("role").items():
+        if v["name"] == s.ctx.user:
+            return r_id
+    return s.ctx.user
+
+
+def _cluster_id(s: AdapterSession, name: str | None) -> str:
+    cname = name or s.vars.get("cluster")
+    c_id = s.coord.index.clusters.get(cname)
+    if c_id is None:
+        raise AdapterError(E.UNDEFINED_OBJECT, f'unknown cluster "{cname}"')
+    return c_id
+
+
+async def execute_ddl(s: AdapterSession, stmt: ast.Statement, sql: str) -> str:
+    if s.coord.config.read_only:
+        raise E.read_only_error()
+    coord = s.coord
+    owner = _owner(s)
+    if isinstance(stmt, ast.CreateTable):
+        return await _create_table(s, stmt, sql, owner)
+    if isinstance(stmt, ast.CreateView | ast.CreateMaterializedView):
+        return await _create_view(s, stmt, sql, owner)
+    if isinstance(stmt, ast.CreateIndex):
+        return await _create_index(s, stmt, sql, owner)
+    if isinstance(stmt, ast.CreateDatabase):
+        if not await coord.create_database(
+            stmt.name, if_not_exists=stmt.if_not_exists, owner=owner
+        ):
+            s.ctx.notice(f'database "{stmt.name}" already exists, skipping')
+        return "CREATE DATABASE"
+    if isinstance(stmt, ast.CreateSchema):
+        database = stmt.name.database or (
+            stmt.name.parts[0] if len(stmt.name.parts) == 2 else s.database
+        )
+        if not await coord.create_schema(
+            database, stmt.name.name, if_not_exists=stmt.if_not_exists, owner=owner
+        ):
+            s.ctx.notice(f'schema "{stmt.name.name}" already exists, skipping')
+        return "CREATE SCHEMA"
+    if isinstance(stmt, ast.CreateCluster):
+        return await _create_cluster(s, stmt, owner)
+    if isinstance(stmt, ast.CreateClusterReplica):
+        await coord.create_cluster_replica(
+            stmt.cluster, stmt.name, stmt.size or DEFAULT_REPLICA_SIZE
+        )
+        return "CREATE CLUSTER REPLICA"
+    if isinstance(stmt, ast.Drop):
+        return await _drop(s, stmt)
+    if isinstance(stmt, ast.AlterSystemSet):
+        value = None if stmt.values is None else ", ".join(stmt.values)
+        await coord.set_system_parameter(stmt.name.lower(), value)
+        return "ALTER SYSTEM"
+    if isinstance(stmt, ast.AlterSystemReset):
+        if stmt.name is None:
+            for name in list(coord.catalog.state.system_parameters()):
+                await coord.set_system_parameter(name, None)
+        else:
+            await coord.set_system_parameter(stmt.name.lower(), None)
+        return "ALTER SYSTEM"
+    raise AssertionError(f"not DDL: {type(stmt).__name__}")
+
+
+async def _create_table(s: AdapterSession, stmt: ast.CreateTable, sql: str, owner: str) -> str:
+    database, schema, name = _place(s, stmt.name)
+    seen: set[str] = set()
+    columns: list[dict[str, Any]] = []
+    for col in stmt.columns:
+        if col.name in seen:
+            raise AdapterError("42701", f'column "{col.name}" specified more than once')
+        seen.add(col.name)
+        if col.type.array_dims:
+            raise AdapterError(E.FEATURE_NOT_SUPPORTED, f"array column {col.name} is not supported")
+        type_text = str(col.type)
+        lookup(type_text)
+        if col.type.name in ("serial", "bigserial", "smallserial"):
+            raise AdapterError(
+                E.FEATURE_NOT_SUPPORTED,
+                f"column {col.name}: serial types are not supported (no sequences)",
+            )
+        columns.append(
+            {
+                "name": col.name,
+                "type": type_text,
+                "nullable": col.nullable,
+                "default": None if col.default is None else col.default.sql(dialect="postgres"),
+            }
+        )
+    if not columns:
+        raise AdapterError(E.FEATURE_NOT_SUPPORTED, "tables without columns are not supported")
+    value: dict[str, Any] = {
+        "type": "table",
+        "columns": columns,
+        "create_sql": sql,
+        "owner": owner,
+        "dependencies": [],
+    }
+    if stmt.temporary:
+        value["temporary_session"] = s.conn_id
+    ref = await s.coord.create_item(database, schema, name, value, if_not_exists=stmt.if_not_exists)
+    if ref is None:
+        s.ctx.notice(f'relation "{name}" already exists, skipping')
+    return "CREATE TABLE"
+
+
+async def _create_view(
+    s: AdapterSession,
+    stmt: ast.CreateView | ast.CreateMaterializedView,
+    sql: str,
+    owner: str,
+) -> str:
+    database, schema, name = _place(s, stmt.name)
+    plan = s.plan(stmt.query)
+    duck_sql = plan.duck_sql
+    res = await s.coord.engine.query(s.cursor, f"SELECT * FROM ({duck_sql}) AS _q LIMIT 0")
+    names = [n for n, _oid in res.columns]
+    if stmt.columns:
+        if len(stmt.columns) != len(names):
+            raise AdapterError(
+                "42601", f"view has {len(names)} columns but {len(stmt.columns)} names were given"
+            )
+        renames = ", ".join(f'"{o}" AS "{n}"' for o, n in zip(names, stmt.columns, strict=True))
+        duck_sql = f"SELECT {renames} FROM ({duck_sql}) AS _q"
+        names = list(stmt.columns)
+    is_mv = isinstance(stmt, ast.CreateMaterializedView)
+    value: dict[str, Any] = {
+        "type": "materialized_view" if is_mv else "view",
+        "create_sql": sql,
+        "query": stmt.query.sql(dialect="postgres"),
+        "duck_sql": duck_sql,
+        "owner": owner,
+        "dependencies": [d.id for d in plan.dependencies],
+        "columns": [{"name": n, "type": "text", "nullable": True} for n in names],
+    }
+    if is_mv:
+        assert isinstance(stmt, ast.CreateMaterializedView)
+        value["cluster_id"] = _cluster_id(s, stmt.in_cluster)
+    if isinstance(stmt, ast.CreateView) and stmt.temporary:
+        value["temporary_session"] = s.conn_id
+    ref = await s.coord.create_item(
+        database,
+        schema,
+        name,
+        value,
+        if_not_exists=stmt.if_not_exists,
+        or_replace=stmt.or_replace,
+    )
+    if ref is None:
+        s.ctx.notice(f'relation "{name}" already exists, skipping')
+    return "CREATE MATERIALIZED VIEW" if is_mv else "CREATE VIEW"
+
+
+async def _create_index(s: AdapterSession, stmt: ast.CreateIndex, sql: str, owner: str) -> str:
+    on = s.resolve(stmt.on)
+    if on.type not in ("table", "view", "materialized_view", "source"):
+        raise AdapterError(E.WRONG_OBJECT_TYPE, f'cannot create an index on {on.type} "{on.name}"')
+    keys = [k.sql(dialect="postgres") for k in stmt.keys]
+    if stmt.default_index or not keys:
+        keys = [c["name"] for c in on.columns]
+    name = stmt.name or f"{on.name}_{'primary' if stmt.default_index else '_'.join(keys)}_idx"
+    value: dict[str, Any] = {
+        "type": "index",
+        "create_sql": sql,
+        "owner": owner,
+        "on_id": on.id,
+        "keys": keys,
+        "cluster_id": _cluster_id(s, stmt.in_cluster),
+        "dependencies": [on.id],
+    }
+    ref = await s.coord.create_item(
+        on.database, on.schema, name, value, if_not_exists=stmt.if_not_exists
+    )
+    if ref is None:
+        s.ctx.notice(f'index "{name}" already exists, skipping')
+    return "CREATE INDEX"
+
+
+async def _create_cluster(s: AdapterSession, stmt: ast.CreateCluster, owner: str) -> str:
+    size = stmt.size or DEFAULT_REPLICA_SIZE
+    if stmt.replicas is not None:
+        replicas = [(r.name, r.size or size) for r in stmt.replicas]
+    else:
+        factor = 1 if stmt.replication_factor is None else stmt.replication_factor
+        replicas = [(f"r{i + 1}", size) for i in range(factor)]
+    await s.coord.create_cluster(stmt.name, size=size, replicas=replicas, owner=owner)
+    return "CREATE CLUSTER"
+
+
+async def _drop(s: AdapterSession, stmt: ast.Drop) -> str:
+    coord = s.coord
+    kind = stmt.object_type
+    tag = f"DROP {kind.value.upper()}"
+    for name in stmt.names:
+        if kind is ast.ObjectType.DATABASE:
+            if name.name not in coord.index.databases:
+                if stmt.if_exists:
+                    s.ctx.notice(f'database "{name.name}" does not exist, skipping')
+                    continue
+                raise AdapterError(E.UNDEFINED_DATABASE, f'database "{name.name}" does not exist')
+            if name.name == s.database:
+                raise AdapterError("55006", "cannot drop the currently open database")
+            await coord.drop_database(name.name, cascade=stmt.cascade)
+        elif kind is ast.ObjectType.SCHEMA:
+            database = name.parts[0] if len(name.parts) == 2 else s.database
+            if (database, name.name) not in coord.index.schemas:
+                if stmt.if_exists:
+                    s.ctx.notice(f'schema "{name.name}" does not exist, skipping')
+                    continue
+                raise AdapterError(E.UNDEFINED_SCHEMA, f'schema "{name.name}" does not exist')
+            await coord.drop_schema(database, name.name, cascade=stmt.cascade)
+        elif kind is ast.ObjectType.CLUSTER:
+            await coord.drop_cluster(name.name, if_exists=stmt.if_exists, cascade=stmt.cascade)
+        elif kind is ast.ObjectType.CLUSTER_REPLICA:
+            if len(name.parts) != 2:
+                raise AdapterError(E.SYNTAX_ERROR, "DROP CLUSTER REPLICA needs cluster.replica")
+            await coord.drop_cluster_replica(name.parts[0], name.parts[1], if_exists=stmt.if_exists)
+        else:
+            ref = coord.index.resolve_item(name.parts, s.database, s.vars.search_path())
+            want = _ITEM_TYPES[kind]
+            if ref is None:
+                word = kind.value
+                if stmt.if_exists:
+                    s.ctx.notice(f'{word} "{name}" does not exist, skipping')
+                    continue
+                raise AdapterError(E.UNDEFINED_TABLE, f'{word} "{name}" does not exist')
+            if ref.type != want:
+                raise AdapterError(E.WRONG_OBJECT_TYPE, f'"{ref.name}" is not a {kind.value}')
+            await coord.drop_items([ref], cascade=stmt.cascade)
+    return tag
+
+
+def describe_item(ref: ItemRef) -> str:
+    return str(ref.value.get("create_sql", ""))
+
+
+def column_expr(name: str) -> exp.Expr:
+    return exp.column(name, quoted=True)

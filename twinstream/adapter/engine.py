@@ -1,0 +1,185 @@
+"""The ad-hoc query engine: DuckDB holding a mirror of every table, queried by SELECTs.
+
+Each user database is an attached in-memory DuckDB database and each schema a DuckDB schema, so
+`db.schema.name` means the same thing in both systems. Tables are mirrored from their persist
+shards: the group committer applies each durable commit here before acknowledging it, and a
+restart rebuilds the mirror from snapshots. Views are DuckDB views of the transpiled query.
+DuckDB is configured towards PostgreSQL semantics (integer division, division-by-zero errors,
+UTC); the differences we know of are listed in doc/design/timestamps.md and tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from twinstream.adapter.types import duckdb_type
+from twinstream.persist.types import Diff, Row
+
+#: DuckDB result type (its string form, modifiers stripped) -> PostgreSQL type OID.
+DUCKDB_TO_PG_OID = {
+    "BOOLEAN": 16,
+    "TINYINT": 21,
+    "SMALLINT": 21,
+    "INTEGER": 23,
+    "BIGINT": 20,
+    "HUGEINT": 1700,
+    "UTINYINT": 21,
+    "USMALLINT": 23,
+    "UINTEGER": 20,
+    "UBIGINT": 1700,
+    "FLOAT": 700,
+    "REAL": 700,
+    "DOUBLE": 701,
+    "DECIMAL": 1700,
+    "VARCHAR": 25,
+    "DATE": 1082,
+    "TIMESTAMP": 1114,
+    "TIMESTAMP WITH TIME ZONE": 1184,
+    "INTERVAL": 1186,
+    "UUID": 2950,
+    "JSON": 3802,
+    "BLOB": 17,
+    "NULL": 25,
+    '"NULL"': 25,
+}
+
+
+def pg_oid_of(duck_type: object) -> int:
+    name = str(duck_type).upper()
+    base = name.split("(", 1)[0].strip()
+    return DUCKDB_TO_PG_OID.get(base, 25)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def fqn(database: str, schema: str, name: str) -> str:
+    return ".".join(quote_ident(p) for p in (database, schema, name))
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    columns: list[tuple[str, int]]  # (name, pg type oid)
+    rows: list[tuple[Any, ...]]
+
+
+class QueryEngine:
+    """Owns the DuckDB instance; mirror writes go through here (on the event loop thread)."""
+
+    def __init__(self) -> None:
+        self._con = duckdb.connect(":memory:")
+        self._lock = threading.Lock()  # serializes DDL / mirror writes on the main connection
+        self._configure(self._con)
+
+    @staticmethod
+    def _configure(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("SET integer_division = true")
+        con.execute("SET TimeZone = 'UTC'")
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self._con.cursor()
+        self._configure(cur)
+        return cur
+
+    def execute_ddl(self, sql: str) -> None:
+        with self._lock:
+            self._con.execute(sql)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._lock:
+            self._con.executemany(sql, [list(r) for r in rows])
+
+    # -- structure -----------------------------------------------------------------------------
+
+    def create_database(self, name: str) -> None:
+        self.execute_ddl(f"ATTACH IF NOT EXISTS ':memory:' AS {quote_ident(name)}")
+
+    def drop_database(self, name: str) -> None:
+        self.execute_ddl(f"DETACH DATABASE IF EXISTS {quote_ident(name)}")
+
+    def create_schema(self, database: str, schema: str) -> None:
+        self.execute_ddl(
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(database)}.{quote_ident(schema)}"
+        )
+
+    def drop_schema(self, database: str, schema: str) -> None:
+        self.execute_ddl(
+            f"DROP SCHEMA IF EXISTS {quote_ident(database)}.{quote_ident(schema)} CASCADE"
+        )
+
+    def create_table(
+        self, database: str, schema: str, name: str, columns: Sequence[tuple[str, str]]
+    ) -> None:
+        cols = ", ".join(f"{quote_ident(c)} {duckdb_type(t)}" for c, t in columns)
+        self.execute_ddl(f"CREATE TABLE {fqn(database, schema, name)} ({cols})")
+
+    def create_view(self, database: str, schema: str, name: str, duck_sql: str) -> None:
+        self.execute_ddl(f"CREATE OR REPLACE VIEW {fqn(database, schema, name)} AS {duck_sql}")
+
+    def drop_relation(self, kind: str, database: str, schema: str, name: str) -> None:
+        assert kind in ("TABLE", "VIEW")
+        self.execute_ddl(f"DROP {kind} IF EXISTS {fqn(database, schema, name)}")
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def apply(self, table: str, ncols: int, updates: Sequence[tuple[Row, Diff]]) -> None:
+        """Apply consolidated (row, diff) changes to a mirrored table (`table` is its fqn)."""
+        inserts: list[Row] = []
+        deletes: list[Row] = []
+        for row, diff in updates:
+            assert len(row) == ncols, f"row {row!r} has {len(row)} columns, table has {ncols}"
+            if diff > 0:
+                inserts.extend([row] * diff)
+            else:
+                deletes.extend([row] * -diff)
+        with self._lock:
+            if deletes:
+                cols = self._con.execute(f"SELECT * FROM {table} LIMIT 0").description
+                assert cols is not None
+                cond = " AND ".join(
+                    f"{quote_ident(c[0])} IS NOT DISTINCT FROM ${i + 1}" for i, c in enumerate(cols)
+                )
+                for row in deletes:
+                    gone = self._con.execute(
+                        f"DELETE FROM {table} WHERE rowid = "
+                        f"(SELECT rowid FROM {table} WHERE {cond} LIMIT 1) RETURNING 1",
+                        list(row),
+                    ).fetchall()
+                    assert gone, f"mirror of {table} lacks a row to retract: {row!r}"
+            if inserts:
+                marks = ", ".join(f"${i + 1}" for i in range(ncols))
+                self._con.executemany(
+                    f"INSERT INTO {table} VALUES ({marks})", [list(r) for r in inserts]
+                )
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object]) -> ResultSet:
+        res = cur.execute(sql, list(params)) if params else cur.execute(sql)
+        desc: list[Any] | None = res.description  # None for statements without rows
+        if desc is None:
+            return ResultSet([], [])
+        rows = res.fetchall()
+        return ResultSet([(d[0], pg_oid_of(d[1])) for d in desc], rows)
+
+    async def query(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()
+    ) -> ResultSet:
+        """Run on a session's cursor in a worker thread (DuckDB releases the GIL)."""
+        return await asyncio.to_thread(self._run, cur, sql, params)
+
+    def query_sync(
+        self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()
+    ) -> ResultSet:
+        return self._run(cur, sql, params)
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,556 @@
+"""One client session: the pgwire `Session` the server talks to.
+
+It parses each statement (`twinstream.sql`), keeps the session's variables and transaction,
+reads through the engine (a DuckDB cursor of its own; inside a transaction block every read
+sees one snapshot) and sends writes and DDL to the coordinator.
+
+Transactions follow Materialize: a transaction block either reads or writes tables, never
+both; its writes are buffered and committed atomically by group commit at COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+from sqlglot import exp
+
+from twinstream.adapter import errors as E
+from twinstream.adapter.coordinator import Coordinator, SessionInfo
+from twinstream.adapter.ddl import execute_ddl, is_ddl
+from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_changes
+from twinstream.adapter.duck_errors import translate
+from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.names import ItemRef
+from twinstream.adapter.plan import PlannedQuery, qualify
+from twinstream.adapter.show import execute_show
+from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
+from twinstream.adapter.types import oid_of, oid_of_name
+from twinstream.adapter.vars import SessionVars
+from twinstream.catalog import FenceError
+from twinstream.persist.types import Row
+from twinstream.pgwire.backend import (
+    Column,
+    ConnectionContext,
+    CopyInRequest,
+    CopyOutStream,
+    ExecuteResult,
+    QueryResult,
+    Session,
+    StatementDescription,
+)
+from twinstream.pgwire.errors import PgError
+from twinstream.pgwire.messages import TransactionStatus
+from twinstream.sql import SqlError, ast, infer_param_types, parse_statement
+
+log = logging.getLogger(__name__)
+
+_conn_ids = itertools.count(1)
+#: How long a transaction waits for another's table write lock before giving up (deadlock).
+WRITE_LOCK_TIMEOUT_S = 10.0
+_PARSE_CACHE_MAX = 256
+
+
+@dataclass
+class Txn:
+    explicit: bool = False
+    kind: str = "none"  # none | read | write
+    writes: dict[str, Changes] = field(default_factory=dict)
+    failed: bool = False
+    duck_open: bool = False
+    locks: list[asyncio.Lock] = field(default_factory=list)
+    read_then_written: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SqlCursor:
+    columns: list[Column]
+    rows: list[tuple[Any, ...]]
+    pos: int = 0
+
+
+def to_pg_error(e: BaseException) -> PgError:
+    if isinstance(e, PgError):
+        return e
+    if isinstance(e, AdapterError):
+        return PgError(e.sqlstate, e.message, detail=e.detail, hint=e.hint)
+    if isinstance(e, SqlError):
+        return PgError(e.sqlstate, e.message)
+    if isinstance(e, duckdb.Error):
+        return to_pg_error(translate(e))
+    if isinstance(e, FenceError):
+        return PgError(
+            "57P01", "terminating connection: this generation was fenced out", severity="FATAL"
+        )
+    log.exception("internal error")
+    return PgError(E.INTERNAL_ERROR, f"internal error: {e}")
+
+
+class AdapterSession(Session):
+    def __init__(self, coord: Coordinator, ctx: ConnectionContext) -> None:
+        self.coord = coord
+        self.ctx = ctx
+        self.conn_id = next(_conn_ids)
+        self.vars = SessionVars()
+        self.txn = Txn()
+        self.cursor = coord.engine.cursor()
+        self.cursors: dict[str, SqlCursor] = {}
+        self._parsed: dict[str, ast.Statement] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def startup(self, params: Any) -> dict[str, str]:
+        database = params.get("database") or self.ctx.user or "twinstream"
+        if database not in self.coord.index.databases:
+            raise PgError("3D000", f'database "{database}" does not exist', severity="FATAL")
+        self.vars.set("database", database)
+        reported: dict[str, str] = {}
+        for key in ("application_name", "client_encoding", "DateStyle", "TimeZone"):
+            if params.get(key):
+                with contextlib.suppress(AdapterError):
+                    out = self.vars.set(key, params[key])
+                    if out:
+                        reported[out[0]] = out[1]
+        self.coord.register_session(
+            SessionInfo(
+                self.conn_id,
+                self.ctx.user,
+                self.vars.get("application_name"),
+                self.coord.clock.now_ms(),
+                database,
+            )
+        )
+        return reported
+
+    async def close(self) -> None:
+        self._end_txn()
+        temporary = [
+            r
+            for r in self.coord.index.items_by_id.values()
+            if r.value.get("temporary_session") == self.conn_id
+        ]
+        if temporary and not self.coord.config.read_only:
+            with contextlib.suppress(Exception):
+                await self.coord.drop_items(temporary, cascade=True)
+        self.coord.unregister_session(self.conn_id)
+        with contextlib.suppress(Exception):
+            self.cursor.close()
+
+    async def cancel(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cursor.interrupt()
+
+    def transaction_status(self) -> TransactionStatus:
+        if self.txn.failed:
+            return "E"
+        return "T" if self.txn.explicit else "I"
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @property
+    def database(self) -> str:
+        return self.vars.get("database")
+
+    def _parse(self, sql: str) -> ast.Statement:
+        stmt = self._parsed.get(sql)
+        if stmt is None:
+            stmt = parse_statement(sql)
+            if len(self._parsed) >= _PARSE_CACHE_MAX:
+                self._parsed.clear()
+            self._parsed[sql] = stmt
+        return stmt
+
+    def plan(self, query: exp.Expr) -> PlannedQuery:
+        return qualify(
+            query,
+            self.coord.index,
+            self.database,
+            self.vars.search_path(),
+            set(SYSTEM_RELATIONS),
+        )
+
+    def resolve(self, name: ast.QualifiedName) -> ItemRef:
+        return self.coord.index.require_item(name.parts, self.database, self.vars.search_path())
+
+    def _resolve_column_type(self, table: ast.QualifiedName, column: str | int) -> str | None:
+        ref = self.coord.index.resolve_item(table.parts, self.database, self.vars.search_path())
+        if ref is None:
+            return None
+        cols = ref.columns
+        if isinstance(column, int):
+            return str(cols[column]["type"]).split("(")[0] if column < len(cols) else None
+        for c in cols:
+            if c["name"] == column:
+                return str(c["type"]).split("(")[0]
+        return None
+
+    def _param_oids(self, stmt: ast.Statement, given: Sequence[int]) -> list[int]:
+        inferred = infer_param_types(stmt, self._resolve_column_type)
+        n = max([len(given), *inferred.keys()], default=0)
+        out = []
+        for i in range(n):
+            g = given[i] if i < len(given) else 0
+            out.append(g if g else oid_of_name(inferred.get(i + 1, "text")))
+        return out
+
+    def _end_txn(self) -> None:
+        if self.txn.duck_open:
+            with contextlib.suppress(Exception):
+                self.cursor.execute("ROLLBACK")
+        for lock in self.txn.locks:
+            if lock.locked():
+                lock.release()
+        self.txn = Txn()
+
+    # -- describe ------------------------------------------------------------------------------
+
+    async def describe(self, sql: str, param_oids: Sequence[int]) -> StatementDescription:
+        try:
+            stmt = self._parse(sql)
+            oids = self._param_oids(stmt, param_oids)
+            return StatementDescription(oids, await self._columns_of(stmt, len(oids)))
+        except Exception as e:
+            raise to_pg_error(e) from e
+
+    async def _columns_of(self, stmt: ast.Statement, nparams: int) -> list[Column] | None:
+        if isinstance(stmt, ast.Select):
+            plan = self.plan(stmt.query)
+            res = await self.coord.engine.query(
+                self.cursor, f"SELECT * FROM ({plan.duck_sql}) AS _q LIMIT 0", [None] * nparams
+            )
+            return [Column(n, oid) for n, oid in res.columns]
+        if isinstance(
+            stmt, ast.Explain | ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate
+        ):
+            result = await self._execute(stmt, "", [])
+            assert isinstance(result, QueryResult)
+            return result.columns
+        if isinstance(stmt, ast.Fetch):
+            cur = self.cursors.get(stmt.cursor)
+            return None if cur is None else cur.columns
+        return None
+
+    async def describe_cursor(self, name: str) -> list[Column] | None:
+        cur = self.cursors.get(name)
+        if cur is None:
+            raise PgError("34000", f'cursor "{name}" does not exist')
+        return cur.columns
+
+    # -- execute -------------------------------------------------------------------------------
+
+    async def execute(
+        self, sql: str, params: Sequence[object], param_oids: Sequence[int]
+    ) -> ExecuteResult:
+        try:
+            stmt = self._parse(sql)
+            if self.txn.failed and not isinstance(stmt, ast.Commit | ast.Rollback):
+                raise AdapterError(
+                    E.IN_FAILED_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of "
+                    "transaction block",
+                )
+            return await self._execute(stmt, sql, list(params))
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            if self.txn.explicit:
+                self.txn.failed = True
+            raise to_pg_error(e) from e
+
+    async def _execute(self, stmt: ast.Statement, sql: str, params: list[object]) -> ExecuteResult:
+        if isinstance(stmt, ast.Select):
+            return await self._select(stmt, params)
+        if isinstance(stmt, ast.Insert | ast.Update | ast.Delete):
+            return await self._dml(stmt, params)
+        if isinstance(stmt, ast.Begin):
+            return self._begin(stmt)
+        if isinstance(stmt, ast.Commit):
+            return await self._commit()
+        if isinstance(stmt, ast.Rollback):
+            self._end_txn()
+            return QueryResult(command_tag="ROLLBACK")
+        if isinstance(stmt, ast.SetTransaction):
+            if stmt.isolation:
+                self.vars.set("transaction_isolation", stmt.isolation)
+            return QueryResult(command_tag="SET")
+        if isinstance(stmt, ast.Set):
+            value = None if stmt.values is None else ", ".join(stmt.values)
+            if (
+                stmt.name.lower() == "database"
+                and value
+                and value not in self.coord.index.databases
+            ):
+                self.ctx.notice(f'database "{value}" does not exist', severity="NOTICE")
+            reported = self.vars.set(stmt.name, value)
+            if reported is not None:
+                self.ctx.parameter_status(*reported)
+            return QueryResult(command_tag="SET")
+        if isinstance(stmt, ast.Reset):
+            if stmt.name is None:
+                self.vars.reset_all()
+            else:
+                reported = self.vars.set(stmt.name, None)
+                if reported is not None:
+                    self.ctx.parameter_status(*reported)
+            return QueryResult(command_tag="RESET")
+        if isinstance(stmt, ast.Discard):
+            self._end_txn()
+            self.vars.reset_all()
+            self.cursors.clear()
+            return QueryResult(command_tag="DISCARD ALL")
+        if isinstance(stmt, ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate):
+            cols, rows = execute_show(self, stmt)
+            return QueryResult(columns=cols, rows=rows)
+        if isinstance(stmt, ast.Explain):
+            return await self._explain(stmt, params)
+        if isinstance(stmt, ast.Copy):
+            return await self._copy(stmt, params)
+        if isinstance(stmt, ast.Declare):
+            return await self._declare(stmt, params)
+        if isinstance(stmt, ast.Fetch):
+            return self._fetch(stmt)
+        if isinstance(stmt, ast.Close):
+            if stmt.name is None:
+                self.cursors.clear()
+            elif self.cursors.pop(stmt.name, None) is None:
+                raise AdapterError("34000", f'cursor "{stmt.name}" does not exist')
+            return QueryResult(command_tag="CLOSE CURSOR")
+        if is_ddl(stmt):
+            if self.txn.explicit and (self.txn.kind != "none" or self.txn.writes):
+                raise AdapterError(
+                    E.ACTIVE_SQL_TRANSACTION,
+                    "DDL cannot run inside a transaction block that already read or wrote",
+                )
+            tag = await execute_ddl(self, stmt, sql)
+            return QueryResult(command_tag=tag)
+        raise AdapterError(
+            E.FEATURE_NOT_SUPPORTED, f"{type(stmt).__name__} statements are not supported yet"
+        )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def _select(self, stmt: ast.Select, params: list[object]) -> QueryResult:
+        if stmt.as_of is not None:
+            raise AdapterError(E.FEATURE_NOT_SUPPORTED, "SELECT ... AS OF is not supported yet")
+        plan = self.plan(stmt.query)
+        await self._begin_read()
+        res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
+        return QueryResult(columns=[Column(n, oid) for n, oid in res.columns], rows=res.rows)
+
+    async def _begin_read(self) -> None:
+        if not self.txn.explicit:
+            return
+        if self.txn.kind == "write":
+            raise AdapterError(
+                E.INVALID_TRANSACTION_STATE,
+                "transaction in write-only mode: a transaction either reads or writes tables",
+                hint="Run the SELECT outside this transaction.",
+            )
+        self.txn.kind = "read"
+        if not self.txn.duck_open:
+            self.cursor.execute("BEGIN TRANSACTION")
+            self.txn.duck_open = True
+
+    async def _explain(self, stmt: ast.Explain, params: list[object]) -> QueryResult:
+        target = stmt.target
+        if not isinstance(target, ast.Select):
+            raise AdapterError(
+                E.FEATURE_NOT_SUPPORTED, "EXPLAIN of this statement is not supported"
+            )
+        plan = self.plan(target.query)
+        if stmt.kind == "timestamp":
+            rows = await self.coord.explain_timestamp(plan.dependencies)
+            return QueryResult(columns=[Column("Timestamp", 25)], rows=rows)
+        res = await self.coord.engine.query(self.cursor, "EXPLAIN " + plan.duck_sql, params)
+        text = "\n".join(str(r[-1]) for r in res.rows)
+        return QueryResult(columns=[Column("Optimized Plan", 25)], rows=[(text,)])
+
+    async def _declare(self, stmt: ast.Declare, params: list[object]) -> QueryResult:
+        if not isinstance(stmt.statement, ast.Select):
+            raise AdapterError(
+                E.FEATURE_NOT_SUPPORTED, "DECLARE ... FOR SUBSCRIBE is not supported"
+            )
+        if stmt.name in self.cursors:
+            raise AdapterError("42P03", f'cursor "{stmt.name}" already exists')
+        result = await self._select(stmt.statement, params)
+        assert result.columns is not None
+        self.cursors[stmt.name] = SqlCursor(result.columns, list(result.rows))  # type: ignore[arg-type]
+        return QueryResult(command_tag="DECLARE CURSOR")
+
+    def _fetch(self, stmt: ast.Fetch) -> QueryResult:
+        cur = self.cursors.get(stmt.cursor)
+        if cur is None:
+            raise AdapterError("34000", f'cursor "{stmt.cursor}" does not exist')
+        end = len(cur.rows) if stmt.count is None else cur.pos + stmt.count
+        rows = cur.rows[cur.pos : end]
+        cur.pos += len(rows)
+        return QueryResult(command_tag=f"FETCH {len(rows)}", columns=cur.columns, rows=rows)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _begin(self, stmt: ast.Begin) -> QueryResult:
+        if self.txn.explicit:
+            self.ctx.notice(
+                "there is already a transaction in progress",
+                severity="WARNING",
+                sqlstate=E.ACTIVE_SQL_TRANSACTION,
+            )
+            return QueryResult(command_tag="BEGIN")
+        self.txn = Txn(explicit=True)
+        if stmt.isolation:
+            self.vars.set("transaction_isolation", stmt.isolation)
+        return QueryResult(command_tag="BEGIN")
+
+    async def _commit(self) -> QueryResult:
+        txn = self.txn
+        if not txn.explicit:
+            self.ctx.notice(
+                "there is no transaction in progress",
+                severity="WARNING",
+                sqlstate=E.NO_ACTIVE_SQL_TRANSACTION,
+            )
+            return QueryResult(command_tag="COMMIT")
+        if txn.failed:
+            self._end_txn()
+            return QueryResult(command_tag="ROLLBACK")
+        try:
+            if txn.writes:
+                await self.coord.write(txn.writes)
+            if txn.duck_open:
+                self.cursor.execute("COMMIT")
+                txn.duck_open = False
+        finally:
+            self._end_txn()
+        return QueryResult(command_tag="COMMIT")
+
+    async def _lock_table(self, ref: ItemRef) -> None:
+        lock = self.coord.write_lock(ref.id)
+        if lock in self.txn.locks:
+            return
+        try:
+            await asyncio.wait_for(lock.acquire(), WRITE_LOCK_TIMEOUT_S)
+        except TimeoutError:
+            raise AdapterError(
+                "40P01",
+                f'could not lock table "{ref.name}" for writing: another '
+                "transaction holds it (deadlock?)",
+            ) from None
+        self.txn.locks.append(lock)
+
+    async def _dml(
+        self, stmt: ast.Insert | ast.Update | ast.Delete, params: list[object]
+    ) -> QueryResult:
+        if self.coord.config.read_only:
+            raise E.read_only_error()
+        if self.txn.explicit and self.txn.kind == "read":
+            raise AdapterError(
+                E.INVALID_TRANSACTION_STATE,
+                "transaction in read-only mode: a transaction either reads or writes tables",
+            )
+        ref = self.resolve(stmt.table)
+        engine, cur, index = self.coord.engine, self.cursor, self.coord.index
+        db, path, system = self.database, self.vars.search_path(), set(SYSTEM_RELATIONS)
+        if isinstance(stmt, ast.Insert):
+            rows = insert_rows(engine, cur, index, stmt, ref, db, path, system, params)
+            changes: Changes = [(r, 1) for r in rows]
+            tag = f"INSERT 0 {len(rows)}"
+            count_rows = len(rows)
+        else:
+            if ref.id in self.txn.writes:
+                raise AdapterError(
+                    E.FEATURE_NOT_SUPPORTED,
+                    "UPDATE or DELETE after another write to the same table in one transaction "
+                    "is not supported",
+                )
+            await self._lock_table(ref)
+            if isinstance(stmt, ast.Update):
+                changes = update_changes(engine, cur, index, stmt, ref, db, path, system, params)
+            else:
+                changes = delete_changes(engine, cur, index, stmt, ref, db, path, system, params)
+            count_rows = len(changes) // 2 if isinstance(stmt, ast.Update) else len(changes)
+            tag = f"{'UPDATE' if isinstance(stmt, ast.Update) else 'DELETE'} {count_rows}"
+        if self.txn.explicit:
+            self.txn.kind = "write"
+            self.txn.writes.setdefault(ref.id, []).extend(changes)
+            return QueryResult(command_tag=tag)
+        try:
+            await self.coord.write({ref.id: changes})
+        finally:
+            self._end_txn()
+        return QueryResult(command_tag=tag)
+
+    # -- COPY ----------------------------------------------------------------------------------
+
+    async def _copy(self, stmt: ast.Copy, params: list[object]) -> ExecuteResult:
+        target = stmt.target
+        if stmt.direction == "to":
+            if isinstance(target, ast.Select):
+                result = await self._select(target, params)
+            elif isinstance(target, ast.QualifiedName):
+                ref = self.resolve(target)
+                cols = ", ".join(f'"{c}"' for c in stmt.columns) if stmt.columns else "*"
+                query = parse_statement(f"SELECT {cols} FROM {target}")
+                assert isinstance(query, ast.Select)
+                result = await self._select(query, params)
+                del ref
+            else:
+                raise AdapterError(
+                    E.FEATURE_NOT_SUPPORTED, "COPY (SUBSCRIBE ...) is not supported yet"
+                )
+            assert result.columns is not None
+            return CopyOutStream(columns=result.columns, rows=result.rows)
+        if not isinstance(target, ast.QualifiedName):
+            raise AdapterError(E.SYNTAX_ERROR, "COPY FROM needs a table")
+        if self.coord.config.read_only:
+            raise E.read_only_error()
+        ref = self.resolve(target)
+        if ref.type != "table":
+            raise AdapterError(E.WRONG_OBJECT_TYPE, f'cannot copy to {ref.type} "{ref.name}"')
+        names = [c["name"] for c in ref.columns]
+        chosen = list(stmt.columns) or names
+        for c in chosen:
+            if c not in names:
+                raise AdapterError(
+                    E.UNDEFINED_COLUMN, f'column "{c}" of relation "{ref.name}" does not exist'
+                )
+        return _CopyIn(self, ref, chosen)
+
+
+class _CopyIn(CopyInRequest):
+    def __init__(self, session: AdapterSession, ref: ItemRef, columns: list[str]) -> None:
+        by_name = {c["name"]: c for c in ref.columns}
+        super().__init__([Column(c, oid_of(by_name[c]["type"])) for c in columns])
+        self.session = session
+        self.ref = ref
+        self.positions = [[c["name"] for c in ref.columns].index(c) for c in columns]
+        self.rows: list[Row] = []
+
+    async def write_rows(self, rows: list[tuple[object, ...]]) -> None:
+        width = len(self.ref.columns)
+        for r in rows:
+            full: list[object] = [None] * width
+            for pos, v in zip(self.positions, r, strict=True):
+                full[pos] = v
+            for col, v in zip(self.ref.columns, full, strict=True):
+                if v is None and not col.get("nullable", True):
+                    raise AdapterError(
+                        E.NOT_NULL_VIOLATION,
+                        f'null value in column "{col["name"]}" violates not-null constraint',
+                    )
+            self.rows.append(tuple(full))
+
+    async def finish(self, row_count: int) -> str:
+        s = self.session
+        changes: Changes = [(r, 1) for r in self.rows]
+        if s.txn.explicit:
+            s.txn.kind = "write"
+            s.txn.writes.setdefault(self.ref.id, []).extend(changes)
+        else:
+            await s.coord.write({self.ref.id: changes})
+        return f"COPY {row_count}"

@@ -1,0 +1,202 @@
+"""The system catalog (`mz_catalog.*`) as tables derived from the in-memory catalog.
+
+Nobody writes these durably — they are recomputed from the catalog after every change — so two
+generations never fight over them (the v2 design's "builtin tables become views").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from twinstream.adapter.names import CatalogIndex
+
+if TYPE_CHECKING:
+    from twinstream.adapter.coordinator import SessionInfo
+    from twinstream.adapter.engine import QueryEngine
+
+SCHEMA = "memory.mz_catalog"
+
+#: name -> column definitions (DuckDB types).
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "mz_databases": [("id", "VARCHAR"), ("name", "VARCHAR"), ("owner_id", "VARCHAR")],
+    "mz_schemas": [
+        ("id", "VARCHAR"),
+        ("database_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_objects": [
+        ("id", "VARCHAR"),
+        ("schema_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("type", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+        ("cluster_id", "VARCHAR"),
+    ],
+    "mz_tables": [
+        ("id", "VARCHAR"),
+        ("schema_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_views": [
+        ("id", "VARCHAR"),
+        ("schema_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("definition", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_materialized_views": [
+        ("id", "VARCHAR"),
+        ("schema_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("cluster_id", "VARCHAR"),
+        ("definition", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_indexes": [
+        ("id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("on_id", "VARCHAR"),
+        ("cluster_id", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_sources": [
+        ("id", "VARCHAR"),
+        ("schema_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("type", "VARCHAR"),
+        ("cluster_id", "VARCHAR"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_columns": [
+        ("id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("position", "BIGINT"),
+        ("nullable", "BOOLEAN"),
+        ("type", "VARCHAR"),
+        ("default", "VARCHAR"),
+    ],
+    "mz_clusters": [
+        ("id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("size", "VARCHAR"),
+        ("replication_factor", "BIGINT"),
+        ("owner_id", "VARCHAR"),
+    ],
+    "mz_cluster_replicas": [
+        ("id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("cluster_id", "VARCHAR"),
+        ("size", "VARCHAR"),
+    ],
+    "mz_roles": [("id", "VARCHAR"), ("name", "VARCHAR"), ("superuser", "BOOLEAN")],
+    "mz_audit_events": [
+        ("id", "BIGINT"),
+        ("event_type", "VARCHAR"),
+        ("object_type", "VARCHAR"),
+        ("details", "VARCHAR"),
+        ("occurred_at_ms", "BIGINT"),
+    ],
+    "mz_system_parameters": [("name", "VARCHAR"), ("value", "VARCHAR")],
+    "mz_sessions": [
+        ("id", "VARCHAR"),
+        ("connection_id", "BIGINT"),
+        ("role", "VARCHAR"),
+        ("application_name", "VARCHAR"),
+        ("database", "VARCHAR"),
+        ("connected_at_ms", "BIGINT"),
+    ],
+}
+
+NAMES = frozenset(TABLES)
+
+
+def _rows(index: CatalogIndex) -> dict[str, list[tuple[Any, ...]]]:
+    st = index.state
+    out: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
+    for k, v in st.entries("database").items():
+        out["mz_databases"].append((k, v["name"], v.get("owner")))
+    for k, v in st.entries("schema").items():
+        out["mz_schemas"].append((k, v["database_id"], v["name"], v.get("owner")))
+    for ref in index.items_by_id.values():
+        v = ref.value
+        sid, owner, cluster = v.get("schema_id"), v.get("owner"), v.get("cluster_id")
+        out["mz_objects"].append((ref.id, sid, ref.name, ref.type, owner, cluster))
+        if ref.type == "table":
+            out["mz_tables"].append((ref.id, sid, ref.name, owner))
+        elif ref.type == "view":
+            out["mz_views"].append((ref.id, sid, ref.name, v.get("create_sql"), owner))
+        elif ref.type == "materialized_view":
+            out["mz_materialized_views"].append(
+                (ref.id, sid, ref.name, cluster, v.get("create_sql"), owner)
+            )
+        elif ref.type == "index":
+            out["mz_indexes"].append((ref.id, ref.name, v.get("on_id"), cluster, owner))
+        elif ref.type == "source":
+            out["mz_sources"].append((ref.id, sid, ref.name, v.get("source_type"), cluster, owner))
+        for pos, col in enumerate(ref.columns, start=1):
+            out["mz_columns"].append(
+                (
+                    ref.id,
+                    col["name"],
+                    pos,
+                    col.get("nullable", True),
+                    col["type"],
+                    col.get("default"),
+                )
+            )
+    for k, v in st.entries("cluster").items():
+        out["mz_clusters"].append(
+            (k, v["name"], v.get("size"), v.get("replication_factor"), v.get("owner"))
+        )
+    for k, v in st.entries("cluster_replica").items():
+        out["mz_cluster_replicas"].append((k, v["name"], v["cluster_id"], v.get("size")))
+    for k, v in st.entries("role").items():
+        out["mz_roles"].append((k, v["name"], bool(v.get("superuser"))))
+    for k, v in st.entries("audit_log").items():
+        out["mz_audit_events"].append(
+            (int(k), v["event"], v["object_type"], json.dumps(v["details"]), v["at_ms"])
+        )
+    for k, v in st.entries("system_parameter").items():
+        out["mz_system_parameters"].append((k, str(v)))
+    return out
+
+
+class SystemTables:
+    def __init__(self, engine: QueryEngine) -> None:
+        self.engine = engine
+        engine.execute_ddl(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        for name in TABLES:
+            self._fill(name, [])
+
+    def _fill(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+        cols = TABLES[name]
+        defs = ", ".join(f'"{c}" {t}' for c, t in cols)
+        self.engine.execute_ddl(f"CREATE OR REPLACE TABLE {SCHEMA}.{name} ({defs})")
+        if rows:
+            marks = ", ".join("?" for _ in cols)
+            self.engine.executemany(f"INSERT INTO {SCHEMA}.{name} VALUES ({marks})", rows)
+
+    def refresh(self, index: CatalogIndex, sessions: Mapping[int, SessionInfo]) -> None:
+        for name, rows in _rows(index).items():
+            self._fill(name, rows)
+        self.refresh_sessions(sessions)
+
+    def refresh_sessions(self, sessions: Mapping[int, SessionInfo]) -> None:
+        self._fill(
+            "mz_sessions",
+            [
+                (
+                    str(s.conn_id),
+                    s.conn_id,
+                    s.user,
+                    s.application_name,
+                    s.database,
+                    s.connected_at_ms,
+                )
+                for s in sessions.values()
+            ],
+        )

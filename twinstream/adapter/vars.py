@@ -1,0 +1,118 @@
+"""Session variables: SET / SHOW / RESET, with PostgreSQL-compatible defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twinstream.adapter.errors import INVALID_PARAMETER_VALUE, UNDEFINED_PARAMETER, AdapterError
+
+
+@dataclass(frozen=True)
+class VarDef:
+    default: str
+    #: Reported to the client with ParameterStatus when it changes.
+    reported: bool = False
+    #: Allowed values (lower case); None: anything.
+    choices: tuple[str, ...] | None = None
+
+
+VARS: dict[str, VarDef] = {
+    "application_name": VarDef("", reported=True),
+    "client_encoding": VarDef("UTF8", reported=True, choices=("utf8", "utf-8", "unicode")),
+    "client_min_messages": VarDef("notice"),
+    "cluster": VarDef("quickstart"),
+    "cluster_replica": VarDef(""),
+    "database": VarDef("twinstream"),
+    "datestyle": VarDef("ISO, MDY", reported=True),
+    "extra_float_digits": VarDef("3"),
+    "idle_in_transaction_session_timeout": VarDef("0"),
+    "integer_datetimes": VarDef("on", reported=True),
+    "intervalstyle": VarDef("postgres", reported=True),
+    "is_superuser": VarDef("on", reported=True),
+    "search_path": VarDef("public"),
+    "server_version": VarDef("15.0 (twinstream)", reported=True),
+    "server_version_num": VarDef("150000"),
+    "standard_conforming_strings": VarDef("on", reported=True, choices=("on",)),
+    "statement_timeout": VarDef("0"),
+    "timezone": VarDef("UTC", reported=True),
+    "transaction_isolation": VarDef(
+        "strict serializable", choices=("strict serializable", "serializable")
+    ),
+    "lock_timeout": VarDef("0"),
+    "max_query_result_size": VarDef("1073741824"),
+}
+
+#: Names clients use that differ from ours.
+_ALIASES = {"time zone": "timezone", "transaction isolation level": "transaction_isolation"}
+
+#: Capitalization used in ParameterStatus (what libpq expects).
+REPORTED_NAMES = {
+    "datestyle": "DateStyle",
+    "timezone": "TimeZone",
+    "intervalstyle": "IntervalStyle",
+}
+
+#: Accepted isolation spellings -> ours (READ COMMITTED etc. run as SERIALIZABLE, as
+#: Materialize does, since every read is at least serializable).
+ISOLATION = {
+    "strict serializable": "strict serializable",
+    "serializable": "serializable",
+    "repeatable read": "serializable",
+    "read committed": "serializable",
+    "read uncommitted": "serializable",
+}
+
+
+def canonical(name: str) -> str:
+    low = name.lower()
+    return _ALIASES.get(low, low)
+
+
+class SessionVars:
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def get(self, name: str) -> str:
+        key = canonical(name)
+        if key not in VARS:
+            raise AdapterError(
+                UNDEFINED_PARAMETER, f'unrecognized configuration parameter "{name}"'
+            )
+        return self._values.get(key, VARS[key].default)
+
+    def set(self, name: str, value: str | None) -> tuple[str, str] | None:
+        """Set (None: reset); returns (reported name, value) if the client must be told."""
+        key = canonical(name)
+        vd = VARS.get(key)
+        if vd is None:
+            raise AdapterError(
+                UNDEFINED_PARAMETER, f'unrecognized configuration parameter "{name}"'
+            )
+        if value is None:
+            self._values.pop(key, None)
+        else:
+            if key == "transaction_isolation":
+                iso = ISOLATION.get(value.lower())
+                if iso is None:
+                    raise AdapterError(
+                        INVALID_PARAMETER_VALUE,
+                        f'invalid value for parameter "transaction_isolation": "{value}"',
+                    )
+                value = iso
+            elif vd.choices is not None and value.lower() not in vd.choices:
+                raise AdapterError(
+                    INVALID_PARAMETER_VALUE, f'invalid value for parameter "{name}": "{value}"'
+                )
+            self._values[key] = value
+        if vd.reported:
+            return REPORTED_NAMES.get(key, key), self.get(key)
+        return None
+
+    def search_path(self) -> list[str]:
+        return [p.strip().strip('"') for p in self.get("search_path").split(",") if p.strip()]
+
+    def all(self) -> list[tuple[str, str]]:
+        return [(k, self.get(k)) for k in sorted(VARS)]
+
+    def reset_all(self) -> None:
+        self._values.clear()
