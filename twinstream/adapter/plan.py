@@ -62,7 +62,91 @@ def qualify(
             raise AdapterError(UNDEFINED_TABLE, f'relation "{".".join(parts)}" does not exist')
         deps[ref.id] = ref
         _set_parts(table, ref.database, ref.schema, ref.name)
+    name_output_columns(expr)
     return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()))
+
+
+def pg_column_name(e: exp.Expr) -> str:
+    """The name PostgreSQL gives an unaliased output expression (its FigureColname)."""
+    if isinstance(e, exp.Column):
+        return e.name if not isinstance(e.this, exp.Star) else "?column?"
+    if isinstance(e, exp.Cast | exp.TryCast):
+        inner = pg_column_name(e.this)
+        if inner != "?column?":
+            return inner
+        return _type_name(e.to)
+    if isinstance(e, exp.Paren):
+        return pg_column_name(e.this)
+    if isinstance(e, exp.Case | exp.If):
+        return "case"
+    if isinstance(e, exp.Exists):
+        return "exists"
+    if isinstance(e, exp.Array):
+        return "array"
+    if isinstance(e, exp.Subquery):
+        inner_select = e.this
+        if isinstance(inner_select, exp.Select) and inner_select.expressions:
+            first = inner_select.expressions[0]
+            return first.alias_or_name if isinstance(first, exp.Alias) else pg_column_name(first)
+        return "?column?"
+    if isinstance(e, exp.Anonymous):
+        return str(e.name).lower()
+    if isinstance(e, exp.Func):
+        return e.sql_name().lower()
+    if isinstance(e, exp.Boolean):
+        return "bool"
+    return "?column?"
+
+
+_TYPE_NAMES = {
+    "INT": "int4",
+    "BIGINT": "int8",
+    "SMALLINT": "int2",
+    "TEXT": "text",
+    "VARCHAR": "varchar",
+    "BOOLEAN": "bool",
+    "DOUBLE": "float8",
+    "FLOAT": "float4",
+    "DECIMAL": "numeric",
+    "DATE": "date",
+    "TIMESTAMP": "timestamp",
+    "TIMESTAMPTZ": "timestamptz",
+    "INTERVAL": "interval",
+    "UUID": "uuid",
+    "JSONB": "jsonb",
+    "JSON": "json",
+}
+
+
+def _type_name(dt: exp.Expr | None) -> str:
+    if isinstance(dt, exp.DataType):
+        return _TYPE_NAMES.get(
+            dt.this.name if hasattr(dt.this, "name") else str(dt.this),
+            dt.sql(dialect="postgres").lower(),
+        )
+    return "?column?"
+
+
+def name_output_columns(expr: exp.Expr) -> None:
+    """Give unaliased output expressions PostgreSQL's column names (DuckDB names them after
+    their text, e.g. `count_star()`)."""
+    select = expr
+    while isinstance(select, exp.SetOperation):
+        select = select.this
+    if not isinstance(select, exp.Select):
+        return
+    named: list[exp.Expr] = []
+    for proj in select.expressions:
+        if isinstance(proj, exp.Alias | exp.Star) or (
+            isinstance(proj, exp.Column) and not isinstance(proj.this, exp.Star)
+        ):
+            named.append(proj)
+            continue
+        if isinstance(proj, exp.Column):  # t.*
+            named.append(proj)
+            continue
+        named.append(exp.alias_(proj, pg_column_name(proj), quoted=True))
+    select.set("expressions", named)
 
 
 def _set_parts(table: exp.Table, database: str, schema: str, name: str) -> None:
