@@ -50,6 +50,10 @@ DUCKDB_TO_PG_OID = {
 }
 
 
+#: Rows per INSERT statement when flushing the mirror (DuckDB's parameter count stays bounded).
+_INSERT_CHUNK_ROWS = 500
+
+
 def pg_oid_of(duck_type: object) -> int:
     name = str(duck_type).upper()
     base = name.split("(", 1)[0].strip()
@@ -76,6 +80,7 @@ class QueryEngine:
     def __init__(self) -> None:
         self._con = duckdb.connect(":memory:")
         self._lock = threading.Lock()  # serializes DDL / mirror writes on the main connection
+        self._pending: dict[str, tuple[int, list[tuple[Row, Diff]]]] = {}
         self._configure(self._con)
 
     @staticmethod
@@ -125,39 +130,67 @@ class QueryEngine:
 
     def drop_relation(self, kind: str, database: str, schema: str, name: str) -> None:
         assert kind in ("TABLE", "VIEW")
+        self.drop_pending(fqn(database, schema, name))
         self.execute_ddl(f"DROP {kind} IF EXISTS {fqn(database, schema, name)}")
 
     # -- data ----------------------------------------------------------------------------------
 
     def apply(self, table: str, ncols: int, updates: Sequence[tuple[Row, Diff]]) -> None:
-        """Apply consolidated (row, diff) changes to a mirrored table (`table` is its fqn)."""
+        """Queue consolidated (row, diff) changes for a mirrored table (`table` is its fqn).
+
+        Changes are applied by `flush`, which every read calls first: many small commits
+        between two reads cost one engine statement per table instead of one each.
+        """
+        for row, _diff in updates:
+            assert len(row) == ncols, f"row {row!r} has {len(row)} columns, table has {ncols}"
+        pending = self._pending.setdefault(table, (ncols, []))
+        pending[1].extend(updates)
+
+    def flush(self) -> None:
+        """Apply every queued change (on the caller's thread; the main connection's lock)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        with self._lock:
+            for table, (ncols, updates) in pending.items():
+                self._apply_now(table, ncols, updates)
+
+    def drop_pending(self, table: str) -> None:
+        self._pending.pop(table, None)
+
+    def _apply_now(self, table: str, ncols: int, updates: Sequence[tuple[Row, Diff]]) -> None:
+        net: dict[Row, Diff] = {}
+        for row, diff in updates:
+            net[row] = net.get(row, 0) + diff
         inserts: list[Row] = []
         deletes: list[Row] = []
-        for row, diff in updates:
-            assert len(row) == ncols, f"row {row!r} has {len(row)} columns, table has {ncols}"
+        for row, diff in net.items():
             if diff > 0:
                 inserts.extend([row] * diff)
-            else:
+            elif diff < 0:
                 deletes.extend([row] * -diff)
-        with self._lock:
-            if deletes:
-                cols = self._con.execute(f"SELECT * FROM {table} LIMIT 0").description
-                assert cols is not None
-                cond = " AND ".join(
-                    f"{quote_ident(c[0])} IS NOT DISTINCT FROM ${i + 1}" for i, c in enumerate(cols)
-                )
-                for row in deletes:
-                    gone = self._con.execute(
-                        f"DELETE FROM {table} WHERE rowid = "
-                        f"(SELECT rowid FROM {table} WHERE {cond} LIMIT 1) RETURNING 1",
-                        list(row),
-                    ).fetchall()
-                    assert gone, f"mirror of {table} lacks a row to retract: {row!r}"
-            if inserts:
-                marks = ", ".join(f"${i + 1}" for i in range(ncols))
-                self._con.executemany(
-                    f"INSERT INTO {table} VALUES ({marks})", [list(r) for r in inserts]
-                )
+        if deletes:
+            cols = self._con.execute(f"SELECT * FROM {table} LIMIT 0").description
+            assert cols is not None
+            cond = " AND ".join(
+                f"{quote_ident(c[0])} IS NOT DISTINCT FROM ${i + 1}" for i, c in enumerate(cols)
+            )
+            for row in deletes:
+                gone = self._con.execute(
+                    f"DELETE FROM {table} WHERE rowid = "
+                    f"(SELECT rowid FROM {table} WHERE {cond} LIMIT 1) RETURNING 1",
+                    list(row),
+                ).fetchall()
+                assert gone, f"mirror of {table} lacks a row to retract: {row!r}"
+        for start in range(0, len(inserts), _INSERT_CHUNK_ROWS):
+            chunk = inserts[start : start + _INSERT_CHUNK_ROWS]
+            marks = ", ".join(
+                "(" + ", ".join(f"${r * ncols + c + 1}" for c in range(ncols)) + ")"
+                for r in range(len(chunk))
+            )
+            self._con.execute(
+                f"INSERT INTO {table} VALUES {marks}", [v for row in chunk for v in row]
+            )
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -174,11 +207,13 @@ class QueryEngine:
         self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()
     ) -> ResultSet:
         """Run on a session's cursor in a worker thread (DuckDB releases the GIL)."""
+        self.flush()
         return await asyncio.to_thread(self._run, cur, sql, params)
 
     def query_sync(
         self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()
     ) -> ResultSet:
+        self.flush()
         return self._run(cur, sql, params)
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ A pure index rebuilt from `CatalogState` whenever the catalog changes (the catal
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +42,14 @@ class ItemRef:
         return f"{self.database}.{self.schema}.{self.name}"
 
 
+_versions = itertools.count(1)
+
+
 class CatalogIndex:
     def __init__(self, state: CatalogState) -> None:
         self.state = state
+        #: Distinct per index instance: plans cached against an older index are stale.
+        self.version = next(_versions)
         self.databases: dict[str, str] = {}  # name -> id
         self.database_names: dict[str, str] = {}  # id -> name
         for db_id, v in state.entries("database").items():

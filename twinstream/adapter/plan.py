@@ -35,7 +35,7 @@ def qualify(
     index: CatalogIndex,
     database: str,
     search_path: Sequence[str],
-    system_relations: set[str],
+    system_relations: frozenset[str] | set[str],
 ) -> PlannedQuery:
     """Rewrite table references in place (on a copy) and return DuckDB SQL + dependencies."""
     expr = expr.copy()

@@ -102,6 +102,7 @@ class AdapterSession(Session):
         self.cursor = coord.engine.cursor()
         self.cursors: dict[str, SqlCursor] = {}
         self._parsed: dict[str, ast.Statement] = {}
+        self._plans: dict[tuple[object, ...], tuple[exp.Expr, PlannedQuery]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -167,13 +168,17 @@ class AdapterSession(Session):
         return stmt
 
     def plan(self, query: exp.Expr) -> PlannedQuery:
-        return qualify(
-            query,
-            self.coord.index,
-            self.database,
-            self.vars.search_path(),
-            set(SYSTEM_RELATIONS),
-        )
+        """Plans are cached per (query, catalog version, database, search_path)."""
+        path = tuple(self.vars.search_path())
+        key = (id(query), self.coord.index.version, self.database, path)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is query:
+            return cached[1]
+        planned = qualify(query, self.coord.index, self.database, path, SYSTEM_RELATIONS)
+        if len(self._plans) >= _PARSE_CACHE_MAX:
+            self._plans.clear()
+        self._plans[key] = (query, planned)
+        return planned
 
     def resolve(self, name: ast.QualifiedName) -> ItemRef:
         return self.coord.index.require_item(name.parts, self.database, self.vars.search_path())
@@ -354,6 +359,7 @@ class AdapterSession(Session):
             )
         self.txn.kind = "read"
         if not self.txn.duck_open:
+            self.coord.engine.flush()  # the snapshot must hold every acknowledged write
             self.cursor.execute("BEGIN TRANSACTION")
             self.txn.duck_open = True
 
@@ -455,7 +461,7 @@ class AdapterSession(Session):
             )
         ref = self.resolve(stmt.table)
         engine, cur, index = self.coord.engine, self.cursor, self.coord.index
-        db, path, system = self.database, self.vars.search_path(), set(SYSTEM_RELATIONS)
+        db, path, system = self.database, self.vars.search_path(), SYSTEM_RELATIONS
         if isinstance(stmt, ast.Insert):
             rows = insert_rows(engine, cur, index, stmt, ref, db, path, system, params)
             changes: Changes = [(r, 1) for r in rows]

@@ -163,3 +163,11 @@ async def persist(opts: BenchOptions) -> dict[str, Any]:
 )
 async def catalog(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("catalog_bench", opts)
+
+
+@register(
+    "pgwire",
+    "SQL over pgwire: point SELECT latency and single-row INSERT rate, vs PostgreSQL.",
+)
+async def pgwire(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("pgwire_bench", opts)
