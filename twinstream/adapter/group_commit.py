@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.catalog.fence import FenceError
-from twinstream.persist import Shard, compare_and_append_many
+from twinstream.persist import ExtraMismatch, Shard, compare_and_append_many
 from twinstream.persist.types import Diff, Row
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: Table writes per commit: (shard id -> list of (row, diff)).
 TableWrites = dict[str, list[tuple[Row, Diff]]]
 
+#: Attempts to claim an oracle timestamp before a commit gives up.
+_ORACLE_RETRY_MAX = 100
 #: Upper bound on writes merged into one commit (the rest waits for the next one).
 MAX_WRITES_PER_COMMIT = 10_000
 
@@ -133,6 +135,29 @@ class GroupCommitter:
         self._pending.clear()
         self._registrations.clear()
 
+    async def _append_all(self, shards: dict[str, Shard], merged: TableWrites) -> int:
+        """One consensus transaction: every table shard appended at a fresh oracle timestamp
+        and the oracle advanced (write and read timestamp) to it. Returns the timestamp."""
+        for attempt in range(_ORACLE_RETRY_MAX):
+            ts, oracle_leg = await self.oracle.prepare_write(refresh=attempt > 0)
+            appends = []
+            for shard_id, shard in shards.items():
+                expected = shard.cached_upper()
+                if expected is None:
+                    expected = await shard.upper()
+                assert expected <= ts, f"table {shard_id} upper {expected} beyond write ts {ts}"
+                updates = [(row, ts, d) for row, d in merged.get(shard_id, [])]
+                appends.append((shard, updates, expected, ts + 1))
+            outcome = await compare_and_append_many(appends, extra=[oracle_leg])
+            if isinstance(outcome, ExtraMismatch):
+                continue  # the oracle moved (another process took a timestamp): re-time
+            if outcome is not None:
+                await self.confirm_leadership()  # raises if we were fenced
+                raise WriteFailed(f"table uppers moved under the leader: {outcome}")
+            self.oracle.prepared_committed(oracle_leg)
+            return ts
+        raise WriteFailed("the timestamp oracle kept moving under group commit")
+
     async def _commit_once(self) -> None:
         batch = self._pending[:MAX_WRITES_PER_COMMIT]
         del self._pending[: len(batch)]
@@ -143,27 +168,14 @@ class GroupCommitter:
                 merged.setdefault(shard_id, []).extend(rows)
         try:
             await self.confirm_leadership()
-            ts = await self.oracle.write_ts()
             shards = dict(self.shards)
             for r in regs:
                 shards[r.shard.shard_id] = r.shard
-            appends = []
-            for shard_id, shard in shards.items():
-                expected = shard.cached_upper()
-                if expected is None:
-                    expected = await shard.upper()
-                assert expected <= ts, f"table {shard_id} upper {expected} beyond write ts {ts}"
-                updates = [(row, ts, d) for row, d in merged.get(shard_id, [])]
-                appends.append((shard, updates, expected, ts + 1))
-            mismatch = await compare_and_append_many(appends)
-            if mismatch is not None:
-                await self.confirm_leadership()  # raises if we were fenced
-                raise WriteFailed(f"table uppers moved under the leader: {mismatch}")
+            ts = await self._append_all(shards, merged)
             for r in regs:
                 self.shards[r.shard.shard_id] = r.shard
             if self.on_commit is not None and merged:
                 self.on_commit(ts, merged)
-            await self.oracle.apply_write(ts)
         except Exception as e:
             for p in batch:
                 if not p.done.done():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from twinstream.clock import Clock
 from twinstream.persist import codec
-from twinstream.persist.location import Consensus, VersionedData
+from twinstream.persist.location import CasOp, Consensus, VersionedData
 
 _TRUNCATE_EVERY = 64
 _CAS_RETRY_MAX = 10_000
@@ -29,6 +29,7 @@ class TimestampOracle:
         self.clock = clock
         self.key = f"oracle/{timeline}"
         self.read_only = read_only
+        self._cached: tuple[int | None, int, int] | None = None
 
     async def _head(self) -> tuple[int | None, int, int]:
         head = await self.consensus.head(self.key)
@@ -54,6 +55,24 @@ class TimestampOracle:
                     await self.consensus.truncate(self.key, new_seqno)
                 return new_r, new_w
         raise AssertionError(f"oracle {self.key}: CAS retry limit exceeded")
+
+    async def prepare_write(self, *, refresh: bool) -> tuple[int, CasOp]:
+        """A write timestamp and the consensus leg that claims it *and* marks it applied, for
+        a caller that commits its data in the same consensus transaction (group commit)."""
+        if self.read_only:
+            raise OracleReadOnly(f"oracle {self.key} is read-only in this process")
+        if refresh or self._cached is None:
+            self._cached = await self._head()
+        seqno, _r, w = self._cached
+        ts = max(w + 1, self.clock.now_ms())
+        new_seqno = 0 if seqno is None else seqno + 1
+        return ts, (self.key, seqno, VersionedData(new_seqno, codec.pack([ts, ts])))
+
+    def prepared_committed(self, op: CasOp) -> None:
+        """The leg from `prepare_write` committed: remember the new head."""
+        _key, _expected, new = op
+        read_ts, write_ts = codec.unpack(new.data)
+        self._cached = (new.seqno, read_ts, write_ts)
 
     async def read_ts(self) -> int:
         """The newest timestamp at which every applied write is visible."""

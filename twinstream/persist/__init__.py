@@ -22,6 +22,7 @@ from twinstream.persist.errors import (
 from twinstream.persist.location import Blob, ChangeFeed, Consensus, VersionedData
 from twinstream.persist.machine import (
     CriticalReadHandle,
+    ExtraMismatch,
     LeasedReadHandle,
     ListenEvent,
     Progress,
@@ -39,6 +40,7 @@ __all__ = [
     "Consensus",
     "CriticalReadHandle",
     "Diff",
+    "ExtraMismatch",
     "InvalidUpdateTime",
     "InvalidUsage",
     "LeaseExpired",

@@ -8,7 +8,7 @@ from twinstream.clock import SYSTEM_CLOCK, Clock
 from twinstream.persist import limits
 from twinstream.persist.errors import UpperMismatch
 from twinstream.persist.location import Blob, Consensus
-from twinstream.persist.machine import Shard, compare_and_append_many
+from twinstream.persist.machine import ExtraMismatch, Shard, compare_and_append_many
 from twinstream.persist.types import Update
 from twinstream.persist.urls import open_blob, open_consensus
 
@@ -40,7 +40,7 @@ class PersistClient:
 
     async def compare_and_append_many(
         self, writes: Sequence[tuple[Shard, Sequence[Update], int, int]]
-    ) -> dict[str, UpperMismatch] | None:
+    ) -> dict[str, UpperMismatch] | ExtraMismatch | None:
         return await compare_and_append_many(writes)
 
     async def start_watching(self) -> None:

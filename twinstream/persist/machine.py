@@ -475,12 +475,24 @@ class CriticalReadHandle:
         return out.critical[self.reader_id].since
 
 
+@dataclass(frozen=True)
+class ExtraMismatch:
+    """compare_and_append_many lost because one of the caller's extra consensus legs was
+    stale (its key moved); the shards were not touched."""
+
+    keys: tuple[str, ...]
+
+
 async def compare_and_append_many(
     writes: Sequence[tuple[Shard, Sequence[Update], int, int]],
-) -> dict[str, UpperMismatch] | None:
+    *,
+    extra: Sequence[CasOp] = (),
+) -> dict[str, UpperMismatch] | ExtraMismatch | None:
     """Atomic append to several shards (one consensus transaction): all or none.
 
-    Returns None on success, else the mismatches (keyed by shard id) that stopped it.
+    `extra` are further compare-and-set legs on other consensus keys (the timestamp oracle)
+    that commit in the same transaction. Returns None on success, else the mismatches (keyed
+    by shard id) that stopped it, or `ExtraMismatch` if an extra leg was stale.
     """
     ids = [w[0].shard_id for w in writes]
     if len(set(ids)) != len(ids):
@@ -525,9 +537,18 @@ async def compare_and_append_many(
                 return mismatches
             fresh = True
             continue
-        if await consensus.compare_and_set_many(ops):
+        if await consensus.compare_and_set_many([*ops, *extra]):
             for (shard, *_), new in zip(writes, news, strict=True):
                 shard._state = new
             return None
+        stale = []
+        for key, leg_expected, _new in extra:
+            head = await consensus.head(key)
+            if (None if head is None else head.seqno) != leg_expected:
+                stale.append(key)
+        if stale:
+            for (shard, *_), part in zip(writes, parts, strict=True):
+                await shard._unstage(part)
+            return ExtraMismatch(tuple(stale))
         fresh = True
     raise AssertionError("compare_and_append_many: CAS retry limit exceeded")
