@@ -23,10 +23,13 @@ from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
 from twinstream.catalog import DurableCatalog, Transaction
 from twinstream.clock import Clock
-from twinstream.persist import PersistClient, Shard
+from twinstream.persist import CriticalReadHandle, OpaqueMismatch, PersistClient, Shard
 from twinstream.persist.types import Diff, Row
 
 log = logging.getLogger(__name__)
+
+#: The reader id of the controller's critical hold on every table shard.
+TABLE_CRITICAL_READER = "controller"
 
 
 @dataclass
@@ -36,6 +39,8 @@ class CoordinatorConfig:
     #: A read-only generation: no writes, no DDL (issue: deployment core).
     read_only: bool = False
     deploy_generation: int = 0
+    #: How often table read holds (since) move forward.
+    since_interval_s: float = 1.0
 
 
 @dataclass
@@ -71,6 +76,7 @@ class Coordinator:
             interval_s=self.config.timestamp_interval_s,
         )
         self.tables: dict[str, Shard] = {}  # item id -> shard
+        self._holds: dict[str, CriticalReadHandle] = {}  # item id -> our critical read hold
         self.sessions: dict[int, SessionInfo] = {}
         self.system = SystemTables(self.engine)
         self.ready = asyncio.Event()
@@ -85,7 +91,47 @@ class Coordinator:
             commit_task = tg.create_task(self.committer.run(), name="group-commit")
             await self._bootstrap()
             self.ready.set()
+            tg.create_task(self._compaction_loop(), name="table-since-downgrades")
             await commit_task
+
+    def _opaque(self) -> tuple[int, int]:
+        token = self.catalog.token
+        assert token is not None, "a writable coordinator holds a fence token"
+        return (token.deploy_generation, token.epoch)
+
+    async def _take_hold(self, shard: Shard) -> CriticalReadHandle:
+        """Own the table's critical read hold (keyed by our fence token), taking it over from
+        an older generation or epoch; a newer holder means we are fenced."""
+        ours = self._opaque()
+        handle = await shard.critical_reader(TABLE_CRITICAL_READER, ours)
+        for _ in range(100):
+            current = tuple(await handle.opaque())
+            if current > ours:
+                await self.catalog.confirm_leadership()
+                raise AdapterError(E.INTERNAL_ERROR, f"table hold owned by newer {current}")
+            try:
+                await handle.compare_and_downgrade_since(current, ours, 0)
+                return handle
+            except OpaqueMismatch:
+                continue
+        raise AssertionError(f"critical hold of {shard.shard_id} kept moving")
+
+    async def _compaction_loop(self) -> None:
+        """Move every table's since to its upper - 1 so persist can consolidate history
+        (reads are served from the mirror, so nothing reads tables below their upper)."""
+        ours = self._opaque()
+        while True:
+            await asyncio.sleep(self.config.since_interval_s)
+            for item_id, shard in list(self.tables.items()):
+                handle = self._holds.get(item_id)
+                upper = shard.cached_upper()
+                if handle is None or upper is None or upper == 0:
+                    continue
+                try:
+                    await handle.compare_and_downgrade_since(ours, ours, upper - 1)
+                except OpaqueMismatch:
+                    await self.catalog.confirm_leadership()  # raises FenceError if fenced
+                    raise
 
     async def _bootstrap(self) -> None:
         state = self.catalog.state
@@ -111,6 +157,8 @@ class Coordinator:
                     rows = await shard.snapshot(upper - 1)
                     self.engine.apply(fqn(ref.database, ref.schema, ref.name), len(cols), rows)
             self.tables[ref.id] = shard
+            if not self.config.read_only:
+                self._holds[ref.id] = await self._take_hold(shard)
             await self.committer.register(shard)
         elif ref.type in ("view", "materialized_view"):
             self.engine.create_view(ref.database, ref.schema, ref.name, ref.value["duck_sql"])
@@ -272,6 +320,7 @@ class Coordinator:
     def _uninstall(self, ref: ItemRef) -> None:
         if ref.type == "table":
             self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
+            self._holds.pop(ref.id, None)
             shard = self.tables.pop(ref.id, None)
             if shard is not None:
                 self.committer.unregister(shard.shard_id)
