@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,30 @@ CREATE TABLE IF NOT EXISTS persist_watchers (
     pid INTEGER NOT NULL
 );
 """
+
+
+#: How long an operation keeps retrying when SQLite reports the database locked without
+#: waiting (it does so for some lock upgrades and for WAL setup races between processes).
+LOCKED_RETRY_S = 30.0
+
+
+def _retry_locked(path: Path, fn: Callable[[], T]) -> T:
+    """Run `fn` (on the consensus thread), retrying while SQLite says "database is locked".
+
+    Safe because every operation starts with the statement that takes the lock (BEGIN
+    IMMEDIATE or a single statement): a locked error means nothing happened.
+    """
+    deadline = time.monotonic() + LOCKED_RETRY_S
+    delay = 0.001
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            text = str(e).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)  # backoff on this private thread, not on the event loop
+            delay = min(delay * 2, 0.05)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,30 +97,38 @@ class SqliteConsensus:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(_SCHEMA)
-            except sqlite3.Error as e:
-                raise LocationUnavailable(f"sqlite consensus {self.path}: {e}") from e
-            self._conn = conn
+            self._conn = _retry_locked(self.path, self._open)
             self._send_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         return self._conn
 
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
+        def once() -> T:
             conn = self._connection()
             try:
                 return fn(conn)
-            except sqlite3.Error as e:
+            except BaseException:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                if isinstance(e, sqlite3.OperationalError):
-                    raise LocationUnavailable(f"sqlite consensus {self.path}: {e}") from e
                 raise
+
+        def call() -> T:
+            try:
+                return _retry_locked(self.path, once)
+            except sqlite3.OperationalError as e:
+                raise LocationUnavailable(f"sqlite consensus {self.path}: {e}") from e
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
