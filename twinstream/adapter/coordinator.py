@@ -17,6 +17,7 @@ from typing import Any
 from twinstream.adapter import errors as E
 from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.group_commit import GroupCommitter, TableWrites
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
@@ -82,17 +83,125 @@ class Coordinator:
         self.ready = asyncio.Event()
         self._ddl_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
+        self._followers: dict[str, TableFollower] = {}
+        self._follow_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        #: Set when this coordinator serves writes (at once, or on promotion).
+        self._leader = asyncio.Event()
+        if not self.config.read_only:
+            self._leader.set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Bootstrap, then run group commit; a fence error propagates to the caller."""
+        """Bootstrap, then run group commit; a fence error propagates to the caller.
+
+        A read-only coordinator bootstraps followers instead and waits for `promote`; then it
+        runs exactly like a leader that booted writable (no restart).
+        """
         async with asyncio.TaskGroup() as tg:
-            commit_task = tg.create_task(self.committer.run(), name="group-commit")
+            self._tg = tg
+            if not self.config.read_only:
+                self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
             await self._bootstrap()
             self.ready.set()
+            if self.config.read_only:
+                await self._leader.wait()
+            assert self._commit_task is not None
             tg.create_task(self._compaction_loop(), name="table-since-downgrades")
-            await commit_task
+            await self._commit_task
+
+    # -- read-only mode and promotion ------------------------------------------------------------
+
+    def followers(self) -> dict[str, TableFollower]:
+        return dict(self._followers)
+
+    async def reconcile(self, catalog: DurableCatalog) -> list[str]:
+        """Adopt another open of the catalog in place (DDL check, promotion): install items
+        that appeared, remove those that went. Returns the ids of installed items."""
+        old = self.index
+        new = CatalogIndex(catalog.state)
+        self.catalog = catalog
+        self.index = new
+        for db_id, name in new.database_names.items():
+            if db_id not in old.database_names:
+                self.engine.create_database(name)
+        for s_id, loc in new.schema_names.items():
+            if s_id not in old.schema_names:
+                self.engine.create_schema(*loc)
+        gone = [ref for i, ref in old.items_by_id.items() if i not in new.items_by_id]
+        for ref in sorted(gone, key=lambda r: _id_order(r.id), reverse=True):
+            with contextlib.suppress(Exception):
+                self._uninstall(ref)
+        added = [ref for i, ref in new.items_by_id.items() if i not in old.items_by_id]
+        for ref in sorted(added, key=lambda r: _id_order(r.id)):
+            await self._install_item(ref, load=True)
+        for s_id, loc in old.schema_names.items():
+            if s_id not in new.schema_names:
+                self.engine.drop_schema(*loc)
+        for db_id, name in old.database_names.items():
+            if db_id not in new.database_names:
+                self.engine.drop_database(name)
+        self.system.refresh(self.index, self.sessions)
+        return [r.id for r in added]
+
+    async def caught_up_laggards(self, *, allowed_lag_ms: int, cutoff_ms: int) -> list[str]:
+        """Collections not caught up with the leader, as "name: lag" (empty: caught up).
+
+        For a table the live frontier L is its shard's upper (the leader's group commit moves
+        it every tick); our write frontier W is what the follower has mirrored. A collection
+        whose L is older than the cutoff is ignored (the leader is stuck on it too).
+        """
+        now = self.clock.now_ms()
+        laggards = []
+        for item_id, follower in self._followers.items():
+            ref = self.index.items_by_id.get(item_id)
+            name = ref.fq() if ref is not None else item_id
+            live = await follower.shard.upper()
+            if live + cutoff_ms <= now:
+                continue
+            if not follower.hydrated.is_set():
+                laggards.append(f"{name}: not hydrated")
+                continue
+            lag = live - follower.frontier
+            if lag > allowed_lag_ms:
+                laggards.append(f"{name}: {lag} ms behind")
+        return laggards
+
+    async def promote(self, writable: DurableCatalog) -> None:
+        """Become the leader in place. `writable` is the catalog opened writable (which
+        fenced the old generation). Order matters:
+
+        1. adopt the writable catalog (installs objects created since the last DDL check);
+        2. claim an oracle timestamp: the old leader's group commits include an oracle leg,
+           so any it had in flight either landed before this or now fail and see the fence;
+        3. wait until every follower mirrors its table up to the table's current upper, so no
+           write acknowledged by the old leader is missing from our reads;
+        4. stop following, take the critical read holds, start group commit.
+        """
+        assert self.config.read_only, "promote() on a coordinator that is already a leader"
+        await self.reconcile(writable)
+        self.oracle = TimestampOracle(self.persist.consensus, self.clock)
+        self.committer.oracle = self.oracle
+        self.committer.confirm_leadership = writable.confirm_leadership
+        await self.oracle.write_ts()
+        for follower in self._followers.values():
+            await follower.wait_frontier(await follower.shard.upper())
+        for task in self._follow_tasks.values():
+            task.cancel()
+        for task in self._follow_tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._follow_tasks.clear()
+        self._followers.clear()
+        self.config.read_only = False
+        assert self._tg is not None
+        self._commit_task = self._tg.create_task(self.committer.run(), name="group-commit")
+        for item_id, shard in self.tables.items():
+            self._holds[item_id] = await self._take_hold(shard)
+            await self.committer.register(shard)
+        self._leader.set()
 
     def _opaque(self) -> tuple[int, int]:
         token = self.catalog.token
@@ -151,14 +260,22 @@ class Coordinator:
             cols = [(c["name"], c["type"]) for c in ref.columns]
             self.engine.create_table(ref.database, ref.schema, ref.name, cols)
             shard = self.persist.open(ref.value["shard_id"])
+            table = fqn(ref.database, ref.schema, ref.name)
+            self.tables[ref.id] = shard
+            if self.config.read_only:
+                follower = TableFollower(self.engine, shard, table, len(cols))
+                self._followers[ref.id] = follower
+                assert self._tg is not None
+                self._follow_tasks[ref.id] = self._tg.create_task(
+                    follower.run(), name=f"follow-{ref.id}"
+                )
+                return
             if load:
                 upper = await shard.upper()
                 if upper > 0:
                     rows = await shard.snapshot(upper - 1)
-                    self.engine.apply(fqn(ref.database, ref.schema, ref.name), len(cols), rows)
-            self.tables[ref.id] = shard
-            if not self.config.read_only:
-                self._holds[ref.id] = await self._take_hold(shard)
+                    self.engine.apply(table, len(cols), rows)
+            self._holds[ref.id] = await self._take_hold(shard)
             await self.committer.register(shard)
         elif ref.type in ("view", "materialized_view"):
             self.engine.create_view(ref.database, ref.schema, ref.name, ref.value["duck_sql"])
@@ -321,6 +438,10 @@ class Coordinator:
         if ref.type == "table":
             self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
             self._holds.pop(ref.id, None)
+            self._followers.pop(ref.id, None)
+            task = self._follow_tasks.pop(ref.id, None)
+            if task is not None:
+                task.cancel()
             shard = self.tables.pop(ref.id, None)
             if shard is not None:
                 self.committer.unregister(shard.shard_id)

@@ -146,6 +146,13 @@ class QueryEngine:
         pending = self._pending.setdefault(table, (ncols, []))
         pending[1].extend(updates)
 
+    def replace_contents(self, table: str, ncols: int, rows: Sequence[tuple[Row, Diff]]) -> None:
+        """Make the mirror of `table` exactly `rows` (a snapshot), dropping queued changes."""
+        self._pending.pop(table, None)
+        with self._lock:
+            self._con.execute(f"DELETE FROM {table}")
+        self.apply(table, ncols, rows)
+
     def flush(self) -> None:
         """Apply every queued change (on the caller's thread; the main connection's lock)."""
         if not self._pending:

@@ -150,7 +150,10 @@ class GroupCommitter:
                 appends.append((shard, updates, expected, ts + 1))
             outcome = await compare_and_append_many(appends, extra=[oracle_leg])
             if isinstance(outcome, ExtraMismatch):
-                continue  # the oracle moved (another process took a timestamp): re-time
+                # The oracle moved: another process took a timestamp — at promotion that is
+                # the new leader, so check for a fence before re-timing and retrying.
+                await self.confirm_leadership()
+                continue
             if outcome is not None:
                 await self.confirm_leadership()  # raises if we were fenced
                 raise WriteFailed(f"table uppers moved under the leader: {outcome}")

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -26,10 +26,15 @@ from twinstream.adapter.session import AdapterSession
 from twinstream.catalog import (
     DeployGenerationFenced,
     DurableCatalog,
+    NotWritable,
     OpenMode,
     read_catalog_generation,
 )
 from twinstream.clock import SYSTEM_CLOCK, Clock
+from twinstream.deployment.http_api import leader_routes
+from twinstream.deployment.params import resolve as resolve_params
+from twinstream.deployment.promotion import run_promotion
+from twinstream.deployment.state import Deployment, DeploymentState
 from twinstream.persist import PersistClient
 from twinstream.persist.urls import default_blob_url, default_consensus_url
 from twinstream.pgwire.backend import ConnectionContext
@@ -60,6 +65,8 @@ class EnvironmentdConfig:
     internal_http_listen: tuple[str, int] = ("127.0.0.1", DEFAULT_INTERNAL_HTTP_PORT)
     internal_api_token: str | None = None
     timestamp_interval_s: float = 0.1
+    #: 0dt parameters given on the command line or in the environment (name -> text).
+    zero_downtime_flags: dict[str, str] = field(default_factory=dict)
 
 
 def _ports_file(config: EnvironmentdConfig) -> Path:
@@ -78,30 +85,44 @@ async def run_environmentd(config: EnvironmentdConfig, clock: Clock = SYSTEM_CLO
         await persist.close()
 
 
+def _fenced_out(reason: str) -> int:
+    log.warning("this deployment has been fenced out (%s)", reason)
+    print("this deployment has been fenced out", file=sys.stderr, flush=True)
+    return 0
+
+
 async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Clock) -> int:
+    """Preflight (reference §3), then serve as leader or as a read-only generation."""
     generation = config.deploy_generation
     durable = await read_catalog_generation(persist)
+    deployment = Deployment()
     if durable is not None and durable > generation:
-        log.warning("this deployment has been fenced out (catalog generation %d)", durable)
-        print("this deployment has been fenced out", file=sys.stderr, flush=True)
-        return 0
+        return _fenced_out(f"catalog generation {durable} > {generation}")
+    read_only = durable is not None and durable < generation
+    system = await _system_parameters(persist)
+    params = resolve_params(config.zero_downtime_flags, system)
+    if read_only and not params.enable_0dt_deployment:
+        read_only = False  # no 0dt: take over at once (the old generation is fenced)
     try:
         catalog = await DurableCatalog.open(
-            persist, OpenMode.WRITABLE, deploy_generation=generation, clock=clock
+            persist,
+            OpenMode.SAVEPOINT if read_only else OpenMode.WRITABLE,
+            deploy_generation=generation,
+            clock=clock,
         )
     except DeployGenerationFenced as e:
-        log.warning("this deployment has been fenced out: %s", e)
-        print("this deployment has been fenced out", file=sys.stderr, flush=True)
-        return 0
+        return _fenced_out(str(e))
     await persist.start_watching()
-    oracle = TimestampOracle(persist.consensus, clock)
+    oracle = TimestampOracle(persist.consensus, clock, read_only=read_only)
     coord = Coordinator(
         persist,
         catalog,
         oracle,
         clock,
         CoordinatorConfig(
-            timestamp_interval_s=config.timestamp_interval_s, deploy_generation=generation
+            timestamp_interval_s=config.timestamp_interval_s,
+            deploy_generation=generation,
+            read_only=read_only,
         ),
     )
 
@@ -114,12 +135,29 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    coord_task = asyncio.create_task(coord.serve(), name="coordinator")
+    tasks: set[asyncio.Task[None]] = {asyncio.create_task(coord.serve(), name="coordinator")}
     runner: web.AppRunner | None = None
     try:
-        await _wait_ready(coord, coord_task)
+        await _wait_ready(coord, next(iter(tasks)))
+        if read_only:
+            deployment.advance(DeploymentState.CATCHING_UP)
+            tasks.add(
+                asyncio.create_task(
+                    run_promotion(
+                        deployment,
+                        coord,
+                        persist,
+                        deploy_generation=generation,
+                        params=params,
+                        clock=clock,
+                    ),
+                    name="promotion",
+                )
+            )
+        else:
+            deployment.advance(DeploymentState.IS_LEADER)
         await server.start()
-        runner, internal_port = await _start_internal_http(config, coord)
+        runner, internal_port = await _start_internal_http(config, coord, deployment)
         _ports_file(config).write_text(
             json.dumps(
                 {
@@ -131,20 +169,25 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             )
         )
         log.info(
-            "environmentd ready: sql %s:%d, internal http port %d (generation %d)",
+            "environmentd ready: sql %s:%d, internal http port %d (generation %d, %s)",
             server.host,
             server.port,
             internal_port,
             generation,
+            "read-only" if read_only else "leader",
         )
         stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
-        done, _ = await asyncio.wait({coord_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        stop_task.cancel()
-        if coord_task in done:
-            err = coord_task.exception()
-            if err is not None:
-                raise err
-        return 0
+        while True:
+            done, _ = await asyncio.wait(tasks | {stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if stop_task in done:
+                return 0
+            for task in done:
+                tasks.discard(task)
+                err = task.exception()
+                if err is not None:
+                    raise err
+            if not tasks:
+                return 0
     except BaseException as e:
         fence = _find_fence(e)
         if fence is None:
@@ -156,10 +199,23 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         await server.shutdown()
         if runner is not None:
             await runner.cleanup()
-        coord_task.cancel()
-        with contextlib.suppress(BaseException):
-            await coord_task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
         coord.engine.close()
+
+
+async def _system_parameters(persist: PersistClient) -> dict[str, str]:
+    """Durable system parameters, read before the catalog is opened writable."""
+    try:
+        ro = await DurableCatalog.open(
+            persist, OpenMode.READ_ONLY, deploy_generation=None, clock=SYSTEM_CLOCK
+        )
+    except NotWritable:
+        return {}  # a fresh environment has none
+    return ro.state.system_parameters()
 
 
 def _find_fence(e: BaseException) -> DeployGenerationFenced | None:
@@ -184,24 +240,36 @@ async def _wait_ready(coord: Coordinator, coord_task: asyncio.Task[None]) -> Non
 
 
 async def _start_internal_http(
-    config: EnvironmentdConfig, coord: Coordinator
+    config: EnvironmentdConfig, coord: Coordinator, deployment: Deployment
 ) -> tuple[web.AppRunner, int]:
     app = web.Application()
 
-    async def status(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "IsLeader"})
-
-    async def metrics(_request: web.Request) -> web.Response:
+    def metrics() -> str:
         stats = coord.committer.stats
-        body = (
-            f"twinstream_group_commits_total {stats.commits}\n"
-            f"twinstream_group_commit_writes_total {stats.writes}\n"
-            f"twinstream_sessions {len(coord.sessions)}\n"
-        )
-        return web.Response(text=body, content_type="text/plain")
+        state = deployment.current()
+        lines = [
+            f"twinstream_group_commits_total {stats.commits}",
+            f"twinstream_group_commit_writes_total {stats.writes}",
+            f"twinstream_sessions {len(coord.sessions)}",
+            f"twinstream_deploy_generation {config.deploy_generation}",
+        ]
+        lines += [
+            f'twinstream_deployment_state{{state="{s.value}"}} {1 if s is state else 0}'
+            for s in DeploymentState
+        ]
+        if deployment.promotion_ms is not None:
+            lines.append(f"twinstream_promotion_duration_ms {deployment.promotion_ms:.3f}")
+        for item_id, follower in coord.followers().items():
+            lines.append(f'twinstream_follower_frontier{{id="{item_id}"}} {follower.frontier}')
+        return "\n".join(lines) + "\n"
 
-    app.router.add_get("/api/leader/status", status)
-    app.router.add_get("/metrics", metrics)
+    leader_routes(
+        app,
+        deployment.handle(),
+        token=config.internal_api_token,
+        ready=lambda: coord.ready.is_set(),
+        metrics=metrics,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.internal_http_listen[0], config.internal_http_listen[1])

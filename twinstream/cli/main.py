@@ -171,9 +171,40 @@ def environmentd_command(
         str | None, typer.Option(help="Bearer token required by the internal API.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+    system_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A 0dt parameter NAME=VALUE (e.g. with_0dt_deployment_max_wait=5min); "
+            "also read from environment variables named like WITH_0DT_DEPLOYMENT_MAX_WAIT. "
+            "Overrides ALTER SYSTEM SET."
+        ),
+    ] = None,
 ) -> None:
     """Run one environment process: catalog, SQL over pgwire, HTTP APIs."""
+    import os
+
     from twinstream.cli.environmentd import EnvironmentdConfig, parse_listen, run_environmentd
+    from twinstream.deployment.params import PARAMS, ParamError, validate
+
+    flags: dict[str, str] = {}
+    for name in PARAMS:
+        if os.environ.get(name.upper()):
+            flags[name] = os.environ[name.upper()]
+    for item in system_param or []:
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in PARAMS:
+            _err.print(
+                f"[red]error:[/red] --system-param {item!r}: expected one of "
+                f"{', '.join(PARAMS)} as NAME=VALUE"
+            )
+            raise typer.Exit(2)
+        try:
+            validate(name, value)
+        except ParamError as e:
+            _err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+        flags[name] = value
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -189,6 +220,7 @@ def environmentd_command(
         http_listen=parse_listen(http_listen),
         internal_http_listen=parse_listen(internal_http_listen),
         internal_api_token=internal_api_token,
+        zero_downtime_flags=flags,
     )
     raise typer.Exit(asyncio.run(run_environmentd(config)))
 

@@ -1,0 +1,82 @@
+"""A read-only generation's view of a table: snapshot it into the engine's mirror, then follow
+the leader's appends with a listen (which holds a *leased* read hold, heartbeated; it lapses
+if this process dies, so an abandoned upgrade never blocks compaction).
+
+`frontier` is this follower's write frontier W: the mirror holds every update below it. The
+caught-up check compares it with the shard's upper L, the frontier the leader publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from twinstream.adapter.engine import QueryEngine
+from twinstream.persist import Progress, ReadBeforeSince, Shard, Updates
+from twinstream.persist.types import Diff, Row
+
+log = logging.getLogger(__name__)
+
+#: Wait between looks at a table that has no data yet (upper 0: nothing to snapshot).
+EMPTY_TABLE_POLL_S = 0.05
+
+
+class TableFollower:
+    def __init__(self, engine: QueryEngine, shard: Shard, table_fqn: str, ncols: int) -> None:
+        self.engine = engine
+        self.shard = shard
+        self.table_fqn = table_fqn
+        self.ncols = ncols
+        self.frontier = 0
+        self.hydrated = asyncio.Event()
+        self._progress = asyncio.Event()
+
+    async def wait_frontier(self, at_least: int) -> None:
+        while self.frontier < at_least:
+            event = self._progress
+            await event.wait()
+
+    def _advance(self, frontier: int) -> None:
+        assert frontier >= self.frontier, f"follower frontier regressed: {frontier}"
+        self.frontier = frontier
+        self.hydrated.set()
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def run(self) -> None:
+        while True:
+            upper = await self.shard.upper()
+            if upper > 0:
+                break
+            await asyncio.sleep(EMPTY_TABLE_POLL_S)
+        while True:
+            try:
+                await self._follow(upper)
+                return
+            except ReadBeforeSince:
+                # The leader compacted past our position before the listen took its hold:
+                # start over from a fresh snapshot (the mirror is rebuilt, not patched).
+                upper = await self.shard.upper()
+                log.info("follower of %s restarting from a snapshot", self.table_fqn)
+
+    async def _follow(self, upper: int) -> None:
+        as_of = upper - 1
+        rows = await self.shard.snapshot(as_of)
+        self.engine.replace_contents(self.table_fqn, self.ncols, rows)
+        self._advance(upper)
+        listen = self.shard.listen(as_of)
+        try:
+            async for event in listen:
+                if isinstance(event, Updates):
+                    net: dict[Row, Diff] = {}
+                    for row, _t, d in event.updates:
+                        net[row] = net.get(row, 0) + d
+                    self.engine.apply(
+                        self.table_fqn, self.ncols, [(r, d) for r, d in net.items() if d]
+                    )
+                elif isinstance(event, Progress):
+                    self._advance(event.upper)
+        finally:
+            with contextlib.suppress(Exception):
+                await listen.aclose()  # type: ignore[attr-defined]
