@@ -38,6 +38,7 @@ from twinstream.deployment.state import Deployment, DeploymentState
 from twinstream.persist import PersistClient
 from twinstream.persist.urls import default_blob_url, default_consensus_url
 from twinstream.pgwire.backend import ConnectionContext
+from twinstream.pgwire.keys import GenerationKeyAllocator
 from twinstream.pgwire.server import PgWireServer
 
 log = logging.getLogger("twinstream.environmentd")
@@ -129,7 +130,12 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
     def factory(ctx: ConnectionContext) -> AdapterSession:
         return AdapterSession(coord, ctx)
 
-    server = PgWireServer(factory, host=config.sql_listen[0], port=config.sql_listen[1])
+    server = PgWireServer(
+        factory,
+        host=config.sql_listen[0],
+        port=config.sql_listen[1],
+        key_allocator=GenerationKeyAllocator(generation),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
