@@ -12,12 +12,12 @@ soon as the previous one is done (no fixed wait); when nobody writes, a tick eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from twinstream.adapter.oracle import TimestampOracle
+from twinstream.aio import wait_event
 from twinstream.catalog.fence import FenceError
 from twinstream.persist import ExtraMismatch, Shard, compare_and_append_many
 from twinstream.persist.types import Diff, Row
@@ -104,8 +104,7 @@ class GroupCommitter:
             while True:
                 if not self._pending and not self._registrations:
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                    await wait_event(self._wake, self.interval_s)
                 await self._commit_once()
         except BaseException as e:
             self._stopped = e

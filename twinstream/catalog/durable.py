@@ -18,6 +18,7 @@ import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
 
+from twinstream.aio import wait_event
 from twinstream.catalog.bootstrap import bootstrap
 from twinstream.catalog.errors import (
     CatalogOutOfSync,
@@ -239,8 +240,7 @@ class DurableCatalog:
             if changes:
                 yield changes
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), _FOLLOW_POLL_S)
+            await wait_event(event, _FOLLOW_POLL_S)
 
     def subscribe(self) -> asyncio.Queue[list[CatalogChange]]:
         """A queue receiving every change this handle applies (own commits and syncs)."""

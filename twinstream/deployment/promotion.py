@@ -14,13 +14,12 @@ is therefore hydrated (tables: snapshot and catch-up) before this process report
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from twinstream.adapter.coordinator import Coordinator
+from twinstream.aio import wait_event
 from twinstream.catalog import DurableCatalog, OpenMode
 from twinstream.clock import Clock
 from twinstream.deployment.params import ZeroDowntimeParams
@@ -102,8 +101,7 @@ async def _catch_up(
             last_ddl = now
             if await _ddl_check(coord, persist, generation, clock):
                 stable_since = None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(deployment.skip_catchup.wait(), interval_s)
+        await wait_event(deployment.skip_catchup, interval_s)
 
 
 async def _caught_up(coord: Coordinator, params: ZeroDowntimeParams) -> bool:

@@ -7,14 +7,25 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
+
+from twinstream.persist.errors import LocationUnavailable
+
+T = TypeVar("T")
 
 
 class FileBlob:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self._made = False
+
+    def _ensure_root(self) -> None:
+        if not self._made:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._made = True
 
     def _path(self, key: str) -> Path:
         return self.root / quote(key, safe="")
@@ -49,17 +60,27 @@ class FileBlob:
         keys = [unquote(p.name) for p in self.root.iterdir() if not p.name.startswith(".tmp-")]
         return sorted(k for k in keys if k.startswith(prefix))
 
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            try:
+                self._ensure_root()
+                return fn(*args)
+            except OSError as e:
+                raise LocationUnavailable(f"file blob {self.root}: {e}") from e
+
+        return await asyncio.to_thread(run)
+
     async def get(self, key: str) -> bytes | None:
-        return await asyncio.to_thread(self._get, key)
+        return await self._call(self._get, key)
 
     async def set(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._set, key, data)
+        await self._call(self._set, key, data)
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._delete, key)
+        await self._call(self._delete, key)
 
     async def list_keys(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._list, prefix)
+        return await self._call(self._list, prefix)
 
     async def close(self) -> None:
         return None

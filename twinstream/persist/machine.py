@@ -8,7 +8,6 @@ wins, and a losing writer deletes its blob.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -17,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from twinstream.aio import wait_event
 from twinstream.clock import Clock
 from twinstream.persist import codec, limits
 from twinstream.persist import state as st
@@ -263,7 +263,16 @@ class Shard:
             raise ReadNotYetAvailable(
                 f"shard {self.shard_id}: snapshot as_of {as_of} >= upper {state.upper}"
             )
-        _, ups = await self._read_parts(lambda s: [p for p in s.batches if p.lower <= as_of], state)
+        read_state, ups = await self._read_parts(
+            lambda s: [p for p in s.batches if p.lower <= as_of], state
+        )
+        if read_state.since > as_of:
+            # Compaction deleted a batch under us and the newer state's since passed as_of:
+            # the times we needed were merged away.
+            raise ReadBeforeSince(
+                f"shard {self.shard_id}: snapshot as_of {as_of} < since {read_state.since} "
+                "(compacted during the read)"
+            )
         return consolidate_rows([u for u in ups if u[1] <= as_of])
 
     async def snapshot_updates(self, as_of: int) -> list[Update]:
@@ -310,8 +319,7 @@ class Shard:
                 if now - last_beat >= heartbeat_s:
                     await reader.downgrade_since(pos - 1)
                     last_beat = now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), limits.LISTEN_POLL_FALLBACK_S)
+                await wait_event(event, limits.LISTEN_POLL_FALLBACK_S)
         finally:
             with contextlib.suppress(Exception):
                 await reader.expire()
@@ -388,6 +396,7 @@ class Shard:
 
     async def maintenance(self) -> ShardState:
         """Write a version if leases expired (so since moves even when nobody writes)."""
+        await self.fetch_state()  # a no-op on a stale cached state would skip the expiry
         out = await self._apply(lambda s: s)
         assert isinstance(out, ShardState)
         return out
