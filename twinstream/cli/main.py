@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from twinstream.cli import bench as bench_registry
+from twinstream.cli import ops
 
 app = typer.Typer(
     name="twinstream",
@@ -223,6 +224,9 @@ def environmentd_command(
         zero_downtime_flags=flags,
     )
     raise typer.Exit(asyncio.run(run_environmentd(config)))
+
+
+ops.register(app)
 
 
 def main() -> None:
