@@ -9,7 +9,9 @@ import duckdb
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
 
-_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+_COLUMN = re.compile(
+    r'Referenced column "([^"]+)" not found|Table "[^"]+" does not have a column named "([^"]+)"'
+)
 _TABLE = re.compile(r"Table with name (\S+) does not exist")
 _FUNCTION = re.compile(
     r"Scalar Function with name (\S+) does not exist|"
@@ -54,7 +56,8 @@ def translate(e: Exception) -> AdapterError:
     if isinstance(e, duckdb.BinderException):
         m = _COLUMN.search(msg)
         if m:
-            return AdapterError(E.UNDEFINED_COLUMN, f'column "{m.group(1)}" does not exist')
+            name = m.group(1) or m.group(2)
+            return AdapterError(E.UNDEFINED_COLUMN, f'column "{name}" does not exist')
         m = _FUNCTION.search(msg)
         if m:
             return AdapterError(E.UNDEFINED_FUNCTION, msg)

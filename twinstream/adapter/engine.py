@@ -11,6 +11,7 @@ UTC); the differences we know of are listed in doc/design/timestamps.md and test
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,15 @@ DUCKDB_TO_PG_OID = {
 
 #: Rows per INSERT statement when flushing the mirror (DuckDB's parameter count stays bounded).
 _INSERT_CHUNK_ROWS = 500
+
+
+def _decode_json(row: tuple[Any, ...], cols: list[int]) -> tuple[Any, ...]:
+    """DuckDB hands JSON back as its text; clients want the value (the codec encodes it)."""
+    out = list(row)
+    for i in cols:
+        if isinstance(out[i], str):
+            out[i] = json.loads(out[i])
+    return tuple(out)
 
 
 def pg_oid_of(duck_type: object) -> int:
@@ -208,7 +218,11 @@ class QueryEngine:
         if desc is None:
             return ResultSet([], [])
         rows = res.fetchall()
-        return ResultSet([(d[0], pg_oid_of(d[1])) for d in desc], rows)
+        columns = [(d[0], pg_oid_of(d[1])) for d in desc]
+        json_cols = [i for i, (_n, oid) in enumerate(columns) if oid in (114, 3802)]
+        if json_cols and rows:
+            rows = [_decode_json(r, json_cols) for r in rows]
+        return ResultSet(columns, rows)
 
     async def query(
         self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,18 @@ def to_pg_error(e: BaseException) -> PgError:
         )
     log.exception("internal error")
     return PgError(E.INTERNAL_ERROR, f"internal error: {e}")
+
+
+_JSON_OIDS = (114, 3802)
+
+
+def _engine_params(params: Sequence[object], oids: Sequence[int]) -> list[object]:
+    """Parameter values as the engine takes them: JSON values travel as their text."""
+    out = list(params)
+    for i, oid in enumerate(oids[: len(out)]):
+        if oid in _JSON_OIDS and out[i] is not None and not isinstance(out[i], str):
+            out[i] = json.dumps(out[i])
+    return out
 
 
 class AdapterSession(Session):
@@ -260,7 +273,7 @@ class AdapterSession(Session):
                     "current transaction is aborted, commands ignored until end of "
                     "transaction block",
                 )
-            return await self._execute(stmt, sql, list(params))
+            return await self._execute(stmt, sql, _engine_params(params, param_oids))
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 raise
@@ -344,7 +357,8 @@ class AdapterSession(Session):
         if stmt.as_of is not None:
             raise AdapterError(E.FEATURE_NOT_SUPPORTED, "SELECT ... AS OF is not supported yet")
         plan = self.plan(stmt.query)
-        await self._begin_read()
+        if plan.dependencies:  # reads of system catalogs only do not make this a read txn
+            await self._begin_read()
         res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
         return QueryResult(columns=[Column(n, oid) for n, oid in res.columns], rows=res.rows)
 
@@ -494,6 +508,15 @@ class AdapterSession(Session):
     # -- COPY ----------------------------------------------------------------------------------
 
     async def _copy(self, stmt: ast.Copy, params: list[object]) -> ExecuteResult:
+        for opt in stmt.options:
+            if opt.name == "format" and str(opt.value).lower() != "text":
+                raise AdapterError(
+                    E.FEATURE_NOT_SUPPORTED, f"COPY format {opt.value} is not supported yet"
+                )
+            if opt.name not in ("format",):
+                raise AdapterError(
+                    E.FEATURE_NOT_SUPPORTED, f"COPY option {opt.name.upper()} is not supported yet"
+                )
         target = stmt.target
         if stmt.direction == "to":
             if isinstance(target, ast.Select):

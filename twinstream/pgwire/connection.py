@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice, zip_longest
@@ -63,6 +64,11 @@ if TYPE_CHECKING:
 __all__ = ["SERVER_VERSION", "Connection", "default_parameters"]
 
 log = logging.getLogger(__name__)
+
+_DEALLOCATE = re.compile(
+    r'^\s*deallocate\s+(?:prepare\s+)?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*;?\s*$',
+    re.IGNORECASE,
+)
 
 SERVER_VERSION = "15.0 (twinstream)"
 _UTF8_NAMES = {"utf8", "unicode", "sqlascii"}
@@ -597,7 +603,9 @@ class Connection:
             try:
                 if self._cancel_requested:
                     raise _canceled()
-                result = await self.session.execute(statement, [], [])
+                result = self._deallocate(statement) or await self.session.execute(
+                    statement, [], []
+                )
                 await self._simple_result(result)
             except PgError as err:
                 await self._report(err)
@@ -609,6 +617,26 @@ class Connection:
                 self._send_error(_internal(exc))
                 break
         await self._ready()
+
+    def _deallocate(self, sql: str) -> QueryResult | None:
+        """SQL `DEALLOCATE [PREPARE] name | ALL` acts on this connection's prepared
+        statements (psycopg sends `DEALLOCATE ALL` after a rollback), so pgwire answers it."""
+        match = _DEALLOCATE.match(sql)
+        if match is None:
+            return None
+        name = match.group(1)
+        if name.lower() == "all":
+            keep = self._statements.get("")
+            self._statements.clear()
+            if keep is not None:
+                self._statements[""] = keep
+            return QueryResult(command_tag="DEALLOCATE ALL")
+        key = name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+        if self._statements.pop(key, None) is None:
+            raise PgError(
+                SqlState.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{key}" does not exist'
+            )
+        return QueryResult(command_tag="DEALLOCATE")
 
     async def _simple_result(self, result: object) -> None:
         if isinstance(result, CopyInRequest):
@@ -790,7 +818,9 @@ class Connection:
             if not portal.started:
                 portal.started = True
                 stmt = portal.statement
-                result = await self.session.execute(stmt.sql, portal.params, stmt.param_oids)
+                result = self._deallocate(stmt.sql) or await self.session.execute(
+                    stmt.sql, portal.params, stmt.param_oids
+                )
                 if isinstance(result, CopyInRequest):
                     portal.done = True
                     await self._copy_in(result)

@@ -594,10 +594,10 @@ class _Parser:
                 replacement = "_" + tok.value
                 pieces.append(replacement + " " * (b - a - len(replacement)))
                 last = b
-        if not pieces:
-            return text
-        pieces.append(text[last:])
-        return "".join(pieces)
+        if pieces:
+            pieces.append(text[last:])
+            text = "".join(pieces)
+        return _space_after_params(text)
 
     def reject_trailing_commas(self, lo: int, hi: int) -> None:
         """sqlglot accepts `f(a,)`, `SELECT a, FROM t` and `x IN (1,)`; PostgreSQL does not."""
@@ -2045,3 +2045,40 @@ def _restore_oid_arrays(root: exp.Expr) -> None:
                 node.replace(
                     exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[element], nested=True)
                 )
+
+
+_PARAM_GLUED = re.compile(r"(\$[0-9]+)(?=[^\s0-9])")
+
+
+def _space_after_params(text: str) -> str:
+    """`$1,$2` -> `$1 ,$2`: sqlglot reads `$1,$` as the start of a dollar-quoted string.
+
+    Not length-preserving: an error position after such a parameter shifts by a character.
+    Text inside quotes is left alone.
+    """
+    if "$" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    quote: str | None = None
+    while i < len(text):
+        ch = text[i]
+        if quote is not None:
+            out.append(ch)
+            if ch == quote:
+                quote = None
+            i += 1
+            continue
+        if ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+            i += 1
+            continue
+        m = _PARAM_GLUED.match(text, i)
+        if m is not None:
+            out.append(m.group(1) + " ")
+            i = m.end(1)
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
