@@ -29,8 +29,6 @@ from twinstream.persist.types import Diff, Row
 
 log = logging.getLogger(__name__)
 
-#: mz_sessions is rebuilt at most this often.
-SESSIONS_REFRESH_S = 0.1
 #: The reader id of the controller's critical hold on every table shard.
 TABLE_CRITICAL_READER = "controller"
 
@@ -91,7 +89,6 @@ class Coordinator:
         self._commit_task: asyncio.Task[None] | None = None
         #: Set when this coordinator serves writes (at once, or on promotion).
         self._leader = asyncio.Event()
-        self._sessions_dirty = asyncio.Event()
         if not self.config.read_only:
             self._leader.set()
 
@@ -108,7 +105,6 @@ class Coordinator:
             if not self.config.read_only:
                 self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
             await self._bootstrap()
-            tg.create_task(self._sessions_loop(), name="mz-sessions")
             self.ready.set()
             if self.config.read_only:
                 await self._leader.wait()
@@ -299,21 +295,28 @@ class Coordinator:
     # -- sessions ------------------------------------------------------------------------------
 
     def register_session(self, info: SessionInfo) -> None:
+        """One row in mz_sessions per session, added and removed incrementally (rebuilding the
+        table on every connect made a storm of connects quadratic)."""
         self.sessions[info.conn_id] = info
-        self._sessions_dirty.set()
+        self.engine.executemany(
+            "INSERT INTO memory.mz_catalog.mz_sessions VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    str(info.conn_id),
+                    info.conn_id,
+                    info.user,
+                    info.application_name,
+                    info.database,
+                    info.connected_at_ms,
+                )
+            ],
+        )
 
     def unregister_session(self, conn_id: int) -> None:
-        self.sessions.pop(conn_id, None)
-        self._sessions_dirty.set()
-
-    async def _sessions_loop(self) -> None:
-        """Rebuild mz_sessions at most every SESSIONS_REFRESH_S: connects and disconnects are
-        frequent, and rebuilding per event made 100 concurrent connects quadratic."""
-        while True:
-            await self._sessions_dirty.wait()
-            self._sessions_dirty.clear()
-            self.system.refresh_sessions(self.sessions)
-            await asyncio.sleep(SESSIONS_REFRESH_S)  # rate limit, not synchronization
+        if self.sessions.pop(conn_id, None) is not None:
+            self.engine.executemany(
+                "DELETE FROM memory.mz_catalog.mz_sessions WHERE connection_id = ?", [(conn_id,)]
+            )
 
     # -- timestamps ----------------------------------------------------------------------------
 

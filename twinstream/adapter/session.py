@@ -513,7 +513,10 @@ class AdapterSession(Session):
                 raise AdapterError(
                     E.FEATURE_NOT_SUPPORTED, f"COPY format {opt.value} is not supported yet"
                 )
-            if opt.name not in ("format",):
+            defaults = {"delimiter": ("\t",), "null": ("\\N", "\\\\N"), "encoding": ("utf8",)}
+            if opt.name in defaults and str(opt.value) in defaults[opt.name]:
+                continue  # the text format's own defaults (psycopg2's copy_from sends them)
+            if opt.name != "format":
                 raise AdapterError(
                     E.FEATURE_NOT_SUPPORTED, f"COPY option {opt.name.upper()} is not supported yet"
                 )

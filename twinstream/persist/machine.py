@@ -133,7 +133,10 @@ class Shard:
                 cur, fresh = await self.fetch_state(), True
                 continue
             if out is cur:
-                return cur
+                if fresh:
+                    return cur
+                cur, fresh = await self.fetch_state(), True  # a stale cache hides work to do
+                continue
             new = dataclasses.replace(out, seqno=cur.seqno + 1)
             expected = None if cur.seqno < 0 else cur.seqno
             ok = await self.consensus.compare_and_set(
@@ -141,13 +144,20 @@ class Shard:
             )
             if ok:
                 self._state = new
-                if new.seqno > 0 and new.seqno % limits.CONSENSUS_VERSIONS_KEPT == 0:
-                    await self.consensus.truncate(
-                        self.shard_id, new.seqno - limits.CONSENSUS_VERSIONS_KEPT
-                    )
+                await self._truncate_old_versions(new)
                 return new
             cur, fresh = await self.fetch_state(), True
         raise AssertionError(f"shard {self.shard_id}: CAS retry limit exceeded")
+
+    async def _truncate_old_versions(self, new: ShardState) -> None:
+        if new.seqno > 0 and new.seqno % limits.CONSENSUS_VERSIONS_KEPT == 0:
+            await self.consensus.truncate(self.shard_id, new.seqno - limits.CONSENSUS_VERSIONS_KEPT)
+
+    async def _after_write(self, new: ShardState) -> None:
+        """Housekeeping after a write that bypassed `_apply` (multi-shard appends)."""
+        await self._truncate_old_versions(new)
+        if len(new.batches) > limits.COMPACTION_BATCH_COUNT:
+            await self.compact()
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -549,6 +559,8 @@ async def compare_and_append_many(
         if await consensus.compare_and_set_many([*ops, *extra]):
             for (shard, *_), new in zip(writes, news, strict=True):
                 shard._state = new
+            for (shard, *_), new in zip(writes, news, strict=True):
+                await shard._after_write(new)
             return None
         stale = []
         for key, leg_expected, _new in extra:

@@ -127,7 +127,7 @@ class SqliteConsensus:
         def call() -> T:
             try:
                 return _retry_locked(self.path, once)
-            except sqlite3.OperationalError as e:
+            except (sqlite3.OperationalError, OSError) as e:
                 raise LocationUnavailable(f"sqlite consensus {self.path}: {e}") from e
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)

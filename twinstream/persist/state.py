@@ -71,7 +71,8 @@ class ShardState:
 
 
 def _with_since(state: ShardState) -> ShardState:
-    """since = min of the read holds; it never goes backwards and never passes the upper."""
+    """since = min of the read holds; it never goes backwards. A hold beyond the upper moves
+    since past the upper too: reads there are not possible yet anyway."""
     holds = state.holds()
     if not holds:
         return state
