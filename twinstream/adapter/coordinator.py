@@ -195,12 +195,13 @@ class Coordinator:
                 await task
         self._follow_tasks.clear()
         self._followers.clear()
-        self.config.read_only = False
         assert self._tg is not None
         self._commit_task = self._tg.create_task(self.committer.run(), name="group-commit")
         for item_id, shard in self.tables.items():
             self._holds[item_id] = await self._take_hold(shard)
             await self.committer.register(shard)
+        # Last: until every table is registered, writes keep failing with the retryable 25006.
+        self.config.read_only = False
         self._leader.set()
 
     def _opaque(self) -> tuple[int, int]:

@@ -114,6 +114,8 @@ class GroupCommitter:
     # -- internals -----------------------------------------------------------------------------
 
     def _future(self) -> asyncio.Future[int]:
+        if isinstance(self._stopped, FenceError):
+            raise self._stopped  # sessions turn it into FATAL 57P01: clients retry elsewhere
         if self._stopped is not None:
             raise WriteFailed(f"group commit has stopped: {self._stopped!r}")
         return asyncio.get_running_loop().create_future()

@@ -229,6 +229,21 @@ def environmentd_command(
 ops.register(app)
 
 
+@app.command("demo")
+def demo_command(
+    upgrades: Annotated[int, typer.Option(min=1, help="How many upgrades to perform.")] = 3,
+    quick: Annotated[bool, typer.Option(help="Shorter steady phases (under 60 s).")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as one JSON line.")
+    ] = False,
+) -> None:
+    """A live upgrade under load, then a report (the main job)."""
+    from twinstream.cli.demo import demo_main
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    raise typer.Exit(demo_main(upgrades=upgrades, quick=quick, json_output=json_output))
+
+
 def main() -> None:
     app(prog_name="twinstream")
 

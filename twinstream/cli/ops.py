@@ -189,7 +189,7 @@ async def _up(data_dir: Path, consensus: str | None, blob: str | None, port: int
 async def _start_balancer(orch: Orchestrator, port: int) -> Any:
     """The balancer in front of the active generation (None until the balancer exists)."""
     try:
-        from twinstream.balancer import start_for_orchestrator  # type: ignore[attr-defined]
+        from twinstream.balancer import start_for_orchestrator
     except ImportError:
         return None
     return await start_for_orchestrator(orch, port)

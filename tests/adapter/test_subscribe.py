@@ -1,0 +1,60 @@
+"""SUBSCRIBE to a table: COPY (SUBSCRIBE ...) TO STDOUT and DECLARE ... FETCH."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from twinstream.testing.environmentd import EnvironmentdProcess
+
+
+def test_subscribe_with_cursor_and_fetch(envd: EnvironmentdProcess) -> None:
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE sub_t (a int, b text)")
+        conn.execute("INSERT INTO sub_t VALUES (1, 'x')")
+    with psycopg.connect(envd.conninfo()) as sub:  # not autocommit: cursors need a txn
+        sub.execute("DECLARE c CURSOR FOR SUBSCRIBE sub_t")
+        rows = sub.execute("FETCH ALL c WITH (timeout = '5s')").fetchall()
+        assert [(r[1], r[2], r[3]) for r in rows] == [(1, 1, "x")], "snapshot"
+        with psycopg.connect(envd.conninfo(), autocommit=True) as writer:
+            writer.execute("INSERT INTO sub_t VALUES (2, 'y')")
+            writer.execute("DELETE FROM sub_t WHERE a = 1")
+        got: list[tuple[int, int, str]] = []
+        deadline = time.monotonic() + 15
+        while len(got) < 2 and time.monotonic() < deadline:
+            for r in sub.execute("FETCH 10 c WITH (timeout = '1s')").fetchall():
+                got.append((r[1], r[2], r[3]))
+        assert sorted(got) == [(-1, 1, "x"), (1, 2, "y")]
+        sub.execute("CLOSE c")
+        sub.rollback()
+
+
+def test_copy_subscribe_streams_changes(envd: EnvironmentdProcess) -> None:
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE sub_c (a int)")
+    seen: list[tuple[str, ...]] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(envd.conninfo(), autocommit=True) as w:
+            for i in range(5):
+                w.execute("INSERT INTO sub_c VALUES (%s)", (i,))
+        done.set()
+
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        t = threading.Thread(target=writer)
+        with pytest.raises(psycopg.errors.QueryCanceled):  # noqa: SIM117
+            with conn.cursor().copy("COPY (SUBSCRIBE sub_c WITH (PROGRESS)) TO STDOUT") as copy:
+                t.start()
+                for row in copy.rows():
+                    if row[1] == "f":  # data rows (mz_progressed false)
+                        seen.append(row)
+                    if len(seen) == 5:
+                        conn.cancel_safe()  # a SUBSCRIBE never ends by itself
+        t.join()
+        assert conn.execute("SELECT 1").fetchone() == (1,), "session usable after cancel"
+    assert sorted(int(r[3]) for r in seen) == [0, 1, 2, 3, 4]
+    assert all(r[2] == "1" for r in seen)
