@@ -229,6 +229,48 @@ def environmentd_command(
 ops.register(app)
 
 
+@app.command("balancerd")
+def balancerd_command(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Environment directory (its consensus is the default).")
+    ] = None,
+    consensus: Annotated[str | None, typer.Option(help="Consensus URL to follow.")] = None,
+    listen: Annotated[str, typer.Option(help="HOST:PORT to serve pgwire on.")] = "127.0.0.1:6875",
+    environment: Annotated[str, typer.Option(help="Environment name in the record.")] = "default",
+    ddl_policy: Annotated[str, typer.Option(help="hold | error during cutover.")] = "hold",
+) -> None:
+    """Run the pgwire balancer: routes clients to the active generation, moves them over."""
+    from twinstream.balancer import Balancer, RolloutRoute
+    from twinstream.cli.environmentd import parse_listen
+    from twinstream.persist.urls import default_consensus_url, open_consensus
+
+    if consensus is None and data_dir is None:
+        _err.print("[red]error:[/red] give --data-dir or --consensus")
+        raise typer.Exit(2)
+    url = consensus or default_consensus_url(data_dir or Path("."))
+    host, port = parse_listen(listen)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+    async def run() -> None:
+        import signal
+
+        route = RolloutRoute(open_consensus(url), environment)
+        balancer = Balancer(host, port, route, ddl_policy=ddl_policy)  # type: ignore[arg-type]
+        await balancer.start()
+        print(f"balancerd listening on {host}:{balancer.port}", file=sys.stderr, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await balancer.close()
+            await route.close()
+
+    asyncio.run(run())
+
+
 @app.command("demo")
 def demo_command(
     upgrades: Annotated[int, typer.Option(min=1, help="How many upgrades to perform.")] = 3,
