@@ -164,3 +164,58 @@ def test_skip_catchup_and_token(data_dir: Path) -> None:
     finally:
         old.stop()
         new.stop()
+
+
+def test_two_successors_promoted_at_once_higher_wins(data_dir: Path) -> None:
+    import threading
+
+    g1 = EnvironmentdProcess(data_dir, generation=1)
+    g2 = EnvironmentdProcess(data_dir, generation=2)
+    g3 = EnvironmentdProcess(data_dir, generation=3)
+    g1.start()
+    try:
+        sql(g1, "CREATE TABLE t (a int)", "INSERT INTO t VALUES (1)")
+        g2.start()
+        g3.start()
+        wait_status(g2, "ReadyToPromote")
+        wait_status(g3, "ReadyToPromote")
+        threads = [
+            threading.Thread(
+                target=http, args=(g.internal_http_port, "POST", "/api/leader/promote")
+            )
+            for g in (g2, g3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wait_status(g3, "IsLeader")
+        for g in (g1, g2):
+            assert g.proc is not None
+            g.proc.wait(timeout=15)
+            assert g.proc.returncode == 0, g.log_tail()
+        sql(g3, "INSERT INTO t VALUES (2)")
+        assert sql(g3, "SELECT a FROM t ORDER BY a")[0] == [(1,), (2,)]
+    finally:
+        for g in (g1, g2, g3):
+            g.stop()
+
+
+def test_ddl_on_old_during_catch_up_is_hydrated(data_dir: Path) -> None:
+    old = EnvironmentdProcess(data_dir, generation=1)
+    new = EnvironmentdProcess(data_dir, generation=2)
+    old.start()
+    try:
+        sql(old, "CREATE TABLE a (x int)", "INSERT INTO a VALUES (1)")
+        new.start()
+        wait_status(new, "ReadyToPromote")
+        # DDL after the last check, right before promotion: the promotion re-checks.
+        sql(old, "CREATE TABLE late (y int)", "INSERT INTO late VALUES (7)", "DROP TABLE a")
+        assert http(new.internal_http_port, "POST", "/api/leader/promote")[0] == 200
+        wait_status(new, "IsLeader")
+        assert sql(new, "SELECT y FROM late")[0] == [(7,)]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            sql(new, "SELECT * FROM a")
+    finally:
+        old.stop()
+        new.stop()
