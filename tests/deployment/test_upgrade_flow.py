@@ -219,3 +219,77 @@ def test_ddl_on_old_during_catch_up_is_hydrated(data_dir: Path) -> None:
     finally:
         old.stop()
         new.stop()
+
+
+def test_kill_new_during_catch_up_and_during_promoting(data_dir: Path) -> None:
+    old = EnvironmentdProcess(data_dir, generation=1)
+    new = EnvironmentdProcess(data_dir, generation=2)
+    old.start()
+    try:
+        sql(old, "CREATE TABLE t (a int)", "INSERT INTO t VALUES (1)")
+        new.start()
+        new.kill9()  # during catch-up: the old generation is untouched
+        sql(old, "INSERT INTO t VALUES (2)")
+        new.start()
+        wait_status(new, "ReadyToPromote")
+        http(new.internal_http_port, "POST", "/api/leader/promote")
+        new.kill9()  # during (or right after) promoting
+        new.start()  # C == G -> leader at once; C < G -> read-only again
+        if status(new) != "IsLeader":
+            wait_status(new, "ReadyToPromote")
+            http(new.internal_http_port, "POST", "/api/leader/promote")
+            wait_status(new, "IsLeader")
+        assert old.proc is not None
+        old.proc.wait(timeout=15)
+        assert old.proc.returncode == 0
+        assert sql(new, "SELECT a FROM t ORDER BY a")[0] == [(1,), (2,)]
+    finally:
+        old.stop()
+        new.stop()
+
+
+def test_kill_old_during_catch_up(data_dir: Path) -> None:
+    old = EnvironmentdProcess(data_dir, generation=1)
+    new = EnvironmentdProcess(data_dir, generation=2)
+    old.start()
+    try:
+        sql(old, "CREATE TABLE t (a int)", "INSERT INTO t VALUES (1)")
+        new.start()
+        old.kill9()
+        wait_status(new, "ReadyToPromote")
+        http(new.internal_http_port, "POST", "/api/leader/promote")
+        wait_status(new, "IsLeader")
+        sql(new, "INSERT INTO t VALUES (2)")
+        assert sql(new, "SELECT a FROM t ORDER BY a")[0] == [(1,), (2,)]
+    finally:
+        old.stop()
+        new.stop()
+
+
+@pytest.mark.parametrize("panic", [False, True])
+def test_max_wait(data_dir: Path, panic: bool) -> None:
+    old = EnvironmentdProcess(data_dir, generation=1)
+    params = [
+        "--system-param",
+        "with_0dt_deployment_max_wait=1s",
+        "--system-param",
+        "with_0dt_caught_up_check_stability_period=1h",
+        "--system-param",
+        f"enable_0dt_deployment_panic_after_timeout={'on' if panic else 'off'}",
+    ]
+    new = EnvironmentdProcess(data_dir, generation=2, extra_args=params)
+    old.start()
+    try:
+        sql(old, "CREATE TABLE t (a int)")
+        new.start()
+        if panic:
+            assert new.proc is not None
+            new.proc.wait(timeout=30)
+            assert new.proc.returncode != 0
+            assert "not caught up within" in new.log_tail()
+            sql(old, "INSERT INTO t VALUES (1)")  # the old generation keeps serving
+        else:
+            wait_status(new, "ReadyToPromote")
+    finally:
+        old.stop()
+        new.stop()
