@@ -157,3 +157,15 @@ def test_table_since_advances(envd: EnvironmentdProcess) -> None:
             time.sleep(0.05)
         assert since > 0, "table since never advanced"
         assert conn.execute("SELECT count(*) FROM sinces").fetchone() == (1,)
+
+
+def test_zero_downtime_parameters(envd: EnvironmentdProcess) -> None:
+    with connect(envd) as conn:
+        assert conn.execute("SHOW with_0dt_deployment_max_wait").fetchone() is not None
+        conn.execute("ALTER SYSTEM SET with_0dt_deployment_max_wait = '5min'")
+        assert conn.execute("SHOW with_0dt_deployment_max_wait").fetchone() == ("5min",)
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="duration"):
+            conn.execute("ALTER SYSTEM SET with_0dt_deployment_max_wait = 'soon'")
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="on/off"):
+            conn.execute("ALTER SYSTEM SET enable_0dt_caught_up_check = 'maybe'")
+        conn.execute("ALTER SYSTEM RESET with_0dt_deployment_max_wait")

@@ -10,6 +10,8 @@ from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.types import lookup
+from twinstream.deployment.params import ParamError
+from twinstream.deployment.params import validate as validate_param
 from twinstream.sql import ast
 
 if TYPE_CHECKING:
@@ -110,6 +112,11 @@ async def execute_ddl(s: AdapterSession, stmt: ast.Statement, sql: str) -> str:
         return await _drop(s, stmt)
     if isinstance(stmt, ast.AlterSystemSet):
         value = None if stmt.values is None else ", ".join(stmt.values)
+        if value is not None:
+            try:
+                validate_param(stmt.name.lower(), value)
+            except ParamError as e:
+                raise AdapterError(E.INVALID_PARAMETER_VALUE, str(e)) from None
         await coord.set_system_parameter(stmt.name.lower(), value)
         return "ALTER SYSTEM"
     if isinstance(stmt, ast.AlterSystemReset):

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.vars import canonical
+from twinstream.deployment.params import PARAMS as ZERO_DOWNTIME_PARAMS
+from twinstream.deployment.params import default_text as default_param_text
 from twinstream.pgwire.backend import Column
 from twinstream.sql import ast
 
@@ -38,6 +40,9 @@ def execute_show(s: AdapterSession, stmt: ast.Statement) -> tuple[list[Column], 
             ]
         if name == "transaction isolation level":
             name = "transaction_isolation"
+        if name in ZERO_DOWNTIME_PARAMS:
+            system = s.coord.catalog.state.system_parameters()
+            return [Column(name, 25)], [(system.get(name, default_param_text(name)),)]
         return [Column(canonical(name), 25)], [(s.vars.get(name),)]
     if isinstance(stmt, ast.ShowObjects):
         kind = stmt.object_type.lower()

@@ -125,3 +125,12 @@ def resolve(flags: Mapping[str, str], system: Mapping[str, str]) -> ZeroDowntime
             continue
         values[field] = parse_bool(name, text) if kind == "bool" else parse_duration_ms(name, text)
     return ZeroDowntimeParams(**values)  # type: ignore[arg-type]
+
+
+def default_text(name: str) -> str:
+    """The default of a 0dt parameter as SHOW prints it."""
+    field, kind = PARAMS[name]
+    value = getattr(ZeroDowntimeParams(), field)
+    if kind == "bool":
+        return "on" if value else "off"
+    return f"{value}ms"
