@@ -1147,27 +1147,13 @@ assert len(BY_NAME) == len(SCENARIOS), "scenario names must be unique"
 #: scenario -> {client name, client prefix ("psycopg3" matches "psycopg3-text") or "*": why
 #: it fails}. Runners mark these strict xfail: fixing the product makes them XPASS (a
 #: failure) until the entry is removed here.
-_JSONB_OUT = (
-    "jsonb results are JSON-encoded twice: DuckDB hands JSON columns over as str and the "
-    "pgwire jsonb encoder json.dumps() them again (clients get a JSON string)"
-)
-_JSONB_IN = (
-    "jsonb parameters reach DuckDB as decoded Python objects (dict -> STRUCT: 22023 "
-    "'Unimplemented type for cast'); and " + _JSONB_OUT
-)
 _BYTEA_HEX = (
     "bytea hex literal '\\x00ff41' is cast by DuckDB's blob parser (\\x00 then the "
     "characters 'ff41'), not decoded as PostgreSQL hex format"
 )
-_PG_CATALOG = (
-    "pg_catalog/information_schema are DuckDB's own: no 'public' schema, DuckDB type OIDs "
-    "and names, no regclass, DuckDB type spellings"
-)
 
 KNOWN_BUGS: dict[str, dict[str, str]] = {
     # -- type round trips
-    "type_param_j": {"*": _JSONB_IN},
-    "type_literal_j": {"*": _JSONB_OUT},
     "type_param_by": {
         # clients that inline parameters as literals hit the hex-literal bug
         "psql": _BYTEA_HEX,
@@ -1175,7 +1161,11 @@ KNOWN_BUGS: dict[str, dict[str, str]] = {
         "psycopg3-client": _BYTEA_HEX,
     },
     "type_literal_by": {"*": _BYTEA_HEX},
-    "full_row_all_types": {"*": _JSONB_IN},
+    "full_row_all_types": {
+        "psql": _BYTEA_HEX,
+        "psycopg2": _BYTEA_HEX,
+        "psycopg3-client": _BYTEA_HEX,
+    },
     "bytea_escape_literal": {
         "*": "bytea escape format 'ab\\001' is rejected (22P02 invalid hex escape) and hex "
         "literals are misread: " + _BYTEA_HEX
@@ -1193,49 +1183,11 @@ KNOWN_BUGS: dict[str, dict[str, str]] = {
         "*": "sum(int4) is numeric (DuckDB HUGEINT -> OID 1700, Decimal) instead of int8; "
         "avg() is float8 instead of numeric"
     },
-    "aggregate_column_names": {
-        "asyncpg": "output columns named after sqlglot's classes: string_agg -> group_concat, "
-        "bool_and -> logical_and",
-        "psycopg2": "output columns named after sqlglot's classes: string_agg -> "
-        "group_concat, bool_and -> logical_and",
-        "psycopg3": "output columns named after sqlglot's classes: string_agg -> "
-        "group_concat, bool_and -> logical_and",
-    },
-    "aggregates": {
-        # clients whose column names come from a statement Describe
-        "asyncpg": "duplicate output names are renamed (count, count_1) in the Describe "
-        "answer: _columns_of runs SELECT * FROM (q) LIMIT 0, which dedups names",
-        "psycopg3-binary": "duplicate output names are renamed (count, count_1) in the "
-        "Describe answer: _columns_of runs SELECT * FROM (q) LIMIT 0, which dedups names",
-    },
-    "now_unaliased": {
-        "*": "SELECT now() / current_timestamp fail with 42000: the output alias "
-        '"current_timestamp" shadows DuckDB\'s CURRENT_TIMESTAMP (and PostgreSQL names '
-        "now() 'now')"
-    },
     # -- errors
-    "error_42703_qualified_column": {
-        "*": '\'Table "p" does not have a column named "nope"\' (DuckDB binder) maps to '
-        "42000, not 42703"
-    },
     "error_42804_datatype_mismatch": {
         "*": "WHERE <int4> is accepted (DuckDB casts to boolean); PostgreSQL: 42804 argument "
         "of WHERE must be type boolean"
     },
-    # -- session / catalog
-    "server_functions": {
-        "*": "current_database() is 'memory', current_schema() 'main', version() 'v2.0.0' "
-        "(DuckDB's, not the session's / 'PostgreSQL 15.0 ...')"
-    },
-    "pg_catalog_qualified_functions": {
-        "*": "pg_catalog.version() is read by DuckDB as a method call on a column "
-        '"pg_catalog" (42000 Referenced column "pg_catalog" not found)'
-    },
-    "pg_catalog_relations": {"*": _PG_CATALOG},
-    "pg_catalog_attribute_types": {"*": _PG_CATALOG},
-    "pg_type_oids": {"*": _PG_CATALOG + " (no text/jsonb rows in pg_type)"},
-    "regclass_cast": {"*": "Type with name REGCLASS does not exist (42704)"},
-    "information_schema": {"*": _PG_CATALOG},
 }
 
 

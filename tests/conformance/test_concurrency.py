@@ -189,12 +189,6 @@ def test_threads_with_psycopg(env: EnvironmentdProcess) -> None:
         assert conn.execute("SELECT count(*) FROM conc_threads").fetchone() == (THREADS * 3,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connect/disconnect is O(open sessions) on the event loop: register_session / "
-    "unregister_session rebuild mz_sessions (CREATE OR REPLACE TABLE + executemany) each "
-    "time; 100 concurrent connects + closes take ~12 s",
-)
 def test_connect_storm_is_fast(env: EnvironmentdProcess) -> None:
     if "sessions" not in TIMINGS:
         pytest.skip("needs test_many_sessions_insert_and_read to run first")

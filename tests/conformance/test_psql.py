@@ -178,7 +178,7 @@ TEXT_OUTPUT: list[tuple[str, str, str, str | None]] = [
         "jsonb",
         "SELECT '{\"a\": [1, 2]}'::jsonb",
         '{"a": [1, 2]}',
-        'jsonb output is JSON-encoded twice: prints "{\\"a\\": [1, 2]}"',
+        None,
     ),
     ("null", "SELECT NULL::text", NULL_TEXT, None),
 ]
@@ -267,30 +267,18 @@ CATALOG_BUG = (
 )
 
 META_COMMANDS: list[tuple[str, str, str | None]] = [
-    ("\\dt", "public|conf_people|table|twinstream", "function pg_get_userbyid does not exist"),
-    (
-        "\\dt conf_*",
-        "public|conf_types|table|twinstream",
-        "42704 Collation with name pg_catalog does not exist (COLLATE pg_catalog.default)",
-    ),
-    (
-        "\\d conf_depts",
-        'Table "public.conf_depts"',
-        "42704 COLLATE pg_catalog.default; then OPERATOR(pg_catalog.~), no 'public' in "
-        "pg_namespace, pg_class lacks relforcerowsecurity..., 3-argument pg_get_expr",
-    ),
-    (
-        "\\d+ conf_depts",
-        'Table "public.conf_depts"',
-        "42704 COLLATE pg_catalog.default (as \\d)",
-    ),
-    ("\\d", "public|conf_depts|table|twinstream", "function pg_get_userbyid does not exist"),
-    ("\\l", "twinstream|", "function pg_get_userbyid does not exist"),
-    ("\\dn", "public|", "function pg_get_userbyid does not exist"),
-    ("\\dv", "", "function pg_get_userbyid does not exist"),
-    ("\\di", "", "function pg_get_userbyid does not exist"),
-    ("\\du", "twinstream|", 'relation "pg_roles" does not exist'),
-    ("\\df", "", "function pg_get_function_result does not exist"),
+    ("\\dt", "public|conf_people|table|twinstream", None),
+    ("\\dt conf_*", "public|conf_types|table|twinstream", None),
+    # -A -t prints no title ('Table "public.conf_depts"'): the columns are the output
+    ("\\d conf_depts", "id|integer||not null|", None),
+    ("\\d+ conf_depts", "id|integer||not null|", None),
+    ("\\d", "public|conf_depts|table|twinstream", None),
+    ("\\l", "twinstream|", None),
+    ("\\dn", "public|", None),
+    ("\\dv", "", None),
+    ("\\di", "", None),
+    ("\\du", "twinstream|", None),
+    ("\\df", "", None),
     ("\\dT", "", None),
     ("\\conninfo", 'You are connected to database "twinstream"', None),
     ("\\encoding", "UTF8", None),

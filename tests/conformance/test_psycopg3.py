@@ -346,30 +346,16 @@ def test_description_numeric_typmod(conn: psycopg.Connection[Any]) -> None:
     assert (cur.description[0].precision, cur.description[0].scale) == (10, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`$1,$2` without a space after the comma fails to tokenize (sqlglot reads `$1,$` "
-    "as a dollar-quoted string); psycopg turns `%s,%s` into exactly that",
-)
 def test_params_without_spaces(conn: psycopg.Connection[Any]) -> None:
     assert conn.execute("SELECT %s::int4,%s::int4", (1, 2)).fetchone() == (1, 2)
     conn.execute("INSERT INTO conf_types (id,t) VALUES (%s,%s)", (20301, "x"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jsonb parameters reach DuckDB as Python dicts (cast to STRUCT) and jsonb results "
-    "are JSON-encoded twice",
-)
 def test_jsonb_param_echo(conn: psycopg.Connection[Any]) -> None:
     value = {"a": [1, None], "b": "x"}
     assert conn.execute("SELECT %s::jsonb", (Jsonb(value),)).fetchone() == (value,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TypeInfo.fetch: function to_regtype does not exist (and pg_type lacks PostgreSQL rows)",
-)
 def test_typeinfo_fetch(conn: psycopg.Connection[Any]) -> None:
     from psycopg.types import TypeInfo
 
@@ -400,11 +386,6 @@ def test_error_then_connection_usable_non_autocommit(setup_done: EnvironmentdPro
         c.commit()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEALLOCATE is not supported (0A000): psycopg sends DEALLOCATE ALL on rollback "
-    "once it has prepared statements (prepare=True, or any query run prepare_threshold=5 times)",
-)
 def test_rollback_after_prepared_statement(setup_done: EnvironmentdProcess) -> None:
     with connect(setup_done, autocommit=False) as c:
         c.execute("SELECT %s::int4", (1,), prepare=True)

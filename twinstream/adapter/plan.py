@@ -2,8 +2,13 @@
 against the catalog, rewrite it to its fully qualified `db.schema.name`, and render DuckDB SQL.
 
 Unknown relations are 42P01 here (with PostgreSQL's message) rather than DuckDB's wording.
-Relations in system schemas (pg_catalog, information_schema, mz_catalog) are served by the
-engine's system tables and DuckDB's own pg_catalog.
+Relations in system schemas are served by the engine's system tables: `mz_catalog.*` by
+`system_tables`, `pg_catalog.*` / bare `pg_*` / `information_schema.*` by the PostgreSQL
+catalog emulation (`pg_catalog`), which also rewrites the catalog functions, reg* casts and
+session functions (current_database(), version(), ...) clients use.
+
+Output columns get PostgreSQL's names (`PlannedQuery.output_names`), which describing a
+statement must report as they are (duplicates included).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from twinstream.adapter import pg_catalog
 from twinstream.adapter.errors import UNDEFINED_TABLE, AdapterError
 from twinstream.adapter.names import SYSTEM_SCHEMAS, CatalogIndex, ItemRef
 
@@ -24,6 +30,15 @@ SYSTEM_DATABASE = "memory"
 class PlannedQuery:
     duck_sql: str
     dependencies: list[ItemRef]
+    #: The output column names PostgreSQL reports (None when the query has a `*`: DuckDB's
+    #: names for the expanded columns are the right ones then).
+    output_names: tuple[str, ...] | None = None
+
+
+def output_names(planned: PlannedQuery) -> tuple[str, ...] | None:
+    """The output column names of a planned query, as PostgreSQL names them (duplicates kept),
+    or None if they are only known once DuckDB expands a `*`."""
+    return planned.output_names
 
 
 def _cte_names(expr: exp.Expr) -> set[str]:
@@ -36,16 +51,34 @@ def qualify(
     database: str,
     search_path: Sequence[str],
     system_relations: frozenset[str] | set[str],
+    *,
+    user: str | None = None,
+    backend_pid: int = 0,
 ) -> PlannedQuery:
     """Rewrite table references in place (on a copy) and return DuckDB SQL + dependencies."""
-    expr = expr.copy()
+    ctx = pg_catalog.PgContext(
+        index, database, tuple(search_path), user or pg_catalog.DEFAULT_USER, backend_pid
+    )
+    expr = pg_catalog.normalize(expr.copy())
+    name_output_columns(expr)
+    names = _output_names(expr)
+    expr = pg_catalog.rewrite(expr, ctx, _output_expressions)
+    pg_catalog.strip_system_column_qualifiers(expr)
+    pg_catalog.fix_function_table_aliases(expr)
+    pg_catalog.fix_array_literals(expr)
     ctes = _cte_names(expr)
+    tableoid = any(c.name == "tableoid" for c in expr.find_all(exp.Column))
     deps: dict[str, ItemRef] = {}
     for table in list(expr.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):
             continue  # a table function such as generate_series(...)
         name, schema, db = table.name, table.db, table.catalog
         if not schema and name in ctes:
+            continue
+        if schema in ("pg_catalog", "information_schema") or (
+            not schema and pg_catalog.is_emulated("pg_catalog", name)
+        ):
+            _route_emulated(table, schema or "pg_catalog", name, db, ctx, tableoid)
             continue
         if schema in SYSTEM_SCHEMAS:
             if schema == "mz_catalog" or schema == "mz_internal":
@@ -57,13 +90,57 @@ def qualify(
             if len(parts) == 1 and name in system_relations:
                 _set_parts(table, SYSTEM_DATABASE, "mz_catalog", name)
                 continue
-            if len(parts) == 1 and (name.startswith("pg_") or name.startswith("information_")):
-                continue  # DuckDB's pg_catalog
             raise AdapterError(UNDEFINED_TABLE, f'relation "{".".join(parts)}" does not exist')
         deps[ref.id] = ref
         _set_parts(table, ref.database, ref.schema, ref.name)
-    name_output_columns(expr)
-    return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()))
+    return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()), names)
+
+
+def _route_emulated(
+    table: exp.Table,
+    schema: str,
+    name: str,
+    db: str,
+    ctx: pg_catalog.PgContext,
+    tableoid: bool,
+) -> None:
+    if not pg_catalog.is_emulated(schema, name):
+        shown = ".".join(p for p in (db, schema, name) if p)
+        raise AdapterError(UNDEFINED_TABLE, f'relation "{shown}" does not exist')
+    database = pg_catalog.check_database([db, schema, name], ctx)
+    replacement = pg_catalog.emulated_relation(table, schema, name, database, tableoid=tableoid)
+    table.replace(replacement)
+
+
+def _top_select(expr: exp.Expr) -> exp.Select | None:
+    """The SELECT whose output columns name the query's (the first branch of a UNION)."""
+    select = expr
+    while isinstance(select, exp.SetOperation | exp.Subquery):
+        select = select.this
+    return select if isinstance(select, exp.Select) else None
+
+
+def _output_expressions(expr: exp.Expr) -> list[exp.Expr]:
+    """The output expressions of every branch of a (set operation) query."""
+    while isinstance(expr, exp.Subquery):
+        expr = expr.this
+    if isinstance(expr, exp.SetOperation):
+        return _output_expressions(expr.this) + _output_expressions(expr.expression)
+    return list(expr.expressions) if isinstance(expr, exp.Select) else []
+
+
+def _output_names(expr: exp.Expr) -> tuple[str, ...] | None:
+    select = _top_select(expr)
+    if select is None:
+        return None
+    names = []
+    for proj in select.expressions:
+        if isinstance(proj, exp.Star) or (
+            isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star)
+        ):
+            return None
+        names.append(proj.alias_or_name)
+    return tuple(names)
 
 
 def pg_column_name(e: exp.Expr) -> str:
@@ -89,13 +166,68 @@ def pg_column_name(e: exp.Expr) -> str:
             first = inner_select.expressions[0]
             return first.alias_or_name if isinstance(first, exp.Alias) else pg_column_name(first)
         return "?column?"
+    if isinstance(e, exp.Window | exp.WithinGroup):
+        return pg_column_name(e.this)
+    if isinstance(e, exp.Dot) and isinstance(e.expression, exp.Func):
+        return pg_column_name(e.expression)  # schema.f(...)
     if isinstance(e, exp.Anonymous):
         return str(e.name).lower()
+    if isinstance(e, exp.CurrentTimestamp):
+        return _now_or_current_timestamp(e)
+    if isinstance(e, exp.Trim):
+        position = str(e.args.get("position") or "").upper()
+        return {"LEADING": "ltrim", "TRAILING": "rtrim"}.get(position, "btrim")
+    if isinstance(e, exp.Pad):
+        return "lpad" if e.args.get("is_left") else "rpad"
     if isinstance(e, exp.Func):
-        return e.sql_name().lower()
+        fixed = _FUNCTION_NAMES.get(type(e).__name__)
+        return fixed if fixed is not None else e.sql_name().lower()
     if isinstance(e, exp.Boolean):
         return "bool"
     return "?column?"
+
+
+#: sqlglot function classes whose SQL name is not the PostgreSQL function's (FigureColname
+#: uses the function's name as written; these are the common spellings).
+_FUNCTION_NAMES = {
+    "GroupConcat": "string_agg",
+    "LogicalAnd": "bool_and",
+    "LogicalOr": "bool_or",
+    "Explode": "unnest",
+    "ExplodingGenerateSeries": "generate_series",
+    "GenerateSeries": "generate_series",
+    "TimestampTrunc": "date_trunc",
+    "DateTrunc": "date_trunc",
+    "StrPosition": "position",
+    "TimeToStr": "to_char",
+    "JSONArrayAgg": "json_agg",
+    "Rand": "random",
+    "UnixToTime": "to_timestamp",
+    "ArraySize": "array_length",
+    "ArrayConcat": "array_cat",
+    "Uuid": "gen_random_uuid",
+    "CurrentVersion": "version",
+    "CurrentDatabase": "current_database",
+    "CurrentSchema": "current_schema",
+    "CurrentSchemas": "current_schemas",
+    "CurrentUser": "current_user",
+    "SessionUser": "session_user",
+    "CurrentDate": "current_date",
+    "CurrentTime": "current_time",
+    "Localtimestamp": "localtimestamp",
+    "Localtime": "localtime",
+    "ArrayToString": "array_to_string",
+}
+
+
+def _now_or_current_timestamp(e: exp.Expr) -> str:
+    """sqlglot parses both `now()` and `current_timestamp` to CurrentTimestamp; the function
+    call form records where its name was (3 characters: `now`)."""
+    meta = e.meta if e.meta else {}
+    start, end = meta.get("start"), meta.get("end")
+    if isinstance(start, int) and isinstance(end, int) and end - start + 1 == 3:
+        return "now"
+    return "current_timestamp"
 
 
 _TYPE_NAMES = {
@@ -130,10 +262,8 @@ def _type_name(dt: exp.Expr | None) -> str:
 def name_output_columns(expr: exp.Expr) -> None:
     """Give unaliased output expressions PostgreSQL's column names (DuckDB names them after
     their text, e.g. `count_star()`)."""
-    select = expr
-    while isinstance(select, exp.SetOperation):
-        select = select.this
-    if not isinstance(select, exp.Select):
+    select = _top_select(expr)
+    if select is None:
         return
     named: list[exp.Expr] = []
     for proj in select.expressions:

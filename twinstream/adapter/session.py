@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +29,9 @@ from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_
 from twinstream.adapter.duck_errors import translate
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.names import ItemRef
-from twinstream.adapter.plan import PlannedQuery, qualify
+from twinstream.adapter.plan import PlannedQuery, output_names, qualify
 from twinstream.adapter.show import execute_show
+from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe, subscribe_rows
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
 from twinstream.adapter.types import oid_of, oid_of_name
 from twinstream.adapter.vars import SessionVars
@@ -69,6 +70,48 @@ class Txn:
     read_then_written: set[str] = field(default_factory=set)
 
 
+class SubscribeCursor:
+    """A `DECLARE c CURSOR FOR SUBSCRIBE ...`: rows are pulled by FETCH."""
+
+    def __init__(self, columns: list[Column], rows: AsyncIterator[tuple[Any, ...]]) -> None:
+        self.columns = columns
+        self._rows = rows
+        self._next: asyncio.Future[tuple[Any, ...]] | None = None
+
+    async def take(self, count: int, timeout_s: float | None) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        while len(out) < count:
+            if self._next is None:
+                self._next = asyncio.ensure_future(anext(self._rows))
+            wait = timeout_s if not out else 0.0
+            done, _ = await asyncio.wait({self._next}, timeout=wait)
+            if not done:
+                break
+            task, self._next = self._next, None
+            try:
+                out.append(task.result())
+            except StopAsyncIteration:
+                break
+        return out
+
+    async def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            with contextlib.suppress(BaseException):
+                await self._next
+        with contextlib.suppress(Exception):
+            await self._rows.aclose()  # type: ignore[attr-defined]
+
+
+def parse_interval_s(text: str) -> float:
+    from twinstream.deployment.params import ParamError, parse_duration_ms
+
+    try:
+        return parse_duration_ms("timeout", text) / 1000
+    except ParamError as e:
+        raise AdapterError(E.INVALID_PARAMETER_VALUE, str(e)) from None
+
+
 @dataclass
 class SqlCursor:
     columns: list[Column]
@@ -105,6 +148,14 @@ def _engine_params(params: Sequence[object], oids: Sequence[int]) -> list[object
     return out
 
 
+def _named(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """DuckDB's (name, type) columns with the names PostgreSQL gives them (from the plan)."""
+    names = output_names(plan)
+    if names is None or len(names) != len(columns):
+        return columns
+    return [(n, oid) for n, (_duck_name, oid) in zip(names, columns, strict=True)]
+
+
 class AdapterSession(Session):
     def __init__(self, coord: Coordinator, ctx: ConnectionContext) -> None:
         self.coord = coord
@@ -114,6 +165,7 @@ class AdapterSession(Session):
         self.txn = Txn()
         self.cursor = coord.engine.cursor()
         self.cursors: dict[str, SqlCursor] = {}
+        self.subscriptions: dict[str, SubscribeCursor] = {}
         self._parsed: dict[str, ast.Statement] = {}
         self._plans: dict[tuple[object, ...], tuple[exp.Expr, PlannedQuery]] = {}
 
@@ -143,6 +195,9 @@ class AdapterSession(Session):
         return reported
 
     async def close(self) -> None:
+        for sub in self.subscriptions.values():
+            await sub.close()
+        self.subscriptions.clear()
         self._end_txn()
         temporary = [
             r
@@ -187,11 +242,26 @@ class AdapterSession(Session):
         cached = self._plans.get(key)
         if cached is not None and cached[0] is query:
             return cached[1]
-        planned = qualify(query, self.coord.index, self.database, path, SYSTEM_RELATIONS)
+        # pg_catalog emulation: session functions (current_user, pg_backend_pid()) need these
+        planned = qualify(
+            query,
+            self.coord.index,
+            self.database,
+            path,
+            SYSTEM_RELATIONS,
+            user=self.ctx.user,
+            backend_pid=self.conn_id,
+        )
         if len(self._plans) >= _PARSE_CACHE_MAX:
             self._plans.clear()
         self._plans[key] = (query, planned)
         return planned
+
+    def _plan_subscribe(self, stmt: ast.Subscribe) -> SubscribePlan:
+        if isinstance(stmt.target, ast.QualifiedName):
+            ref = self.resolve(stmt.target)
+            return plan_subscribe(stmt, ref, self.coord.tables.get(ref.id))
+        return plan_subscribe(stmt, None, None)
 
     def resolve(self, name: ast.QualifiedName) -> ItemRef:
         return self.coord.index.require_item(name.parts, self.database, self.vars.search_path())
@@ -242,7 +312,8 @@ class AdapterSession(Session):
             res = await self.coord.engine.query(
                 self.cursor, f"SELECT * FROM ({plan.duck_sql}) AS _q LIMIT 0", [None] * nparams
             )
-            return [Column(n, oid) for n, oid in res.columns]
+            # names from the plan (the wrapper above renames duplicates), types from DuckDB
+            return [Column(n, oid) for n, oid in _named(plan, res.columns)]
         if isinstance(
             stmt, ast.Explain | ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate
         ):
@@ -255,6 +326,9 @@ class AdapterSession(Session):
         return None
 
     async def describe_cursor(self, name: str) -> list[Column] | None:
+        sub = self.subscriptions.get(name)
+        if sub is not None:
+            return sub.columns
         cur = self.cursors.get(name)
         if cur is None:
             raise PgError("34000", f'cursor "{name}" does not exist')
@@ -329,13 +403,24 @@ class AdapterSession(Session):
             return await self._explain(stmt, params)
         if isinstance(stmt, ast.Copy):
             return await self._copy(stmt, params)
+        if isinstance(stmt, ast.Subscribe):
+            plan = self._plan_subscribe(stmt)
+            return CopyOutStream(columns=plan.columns(), rows=subscribe_rows(plan))
         if isinstance(stmt, ast.Declare):
             return await self._declare(stmt, params)
         if isinstance(stmt, ast.Fetch):
+            sub = self.subscriptions.get(stmt.cursor)
+            if sub is not None:
+                return await self._fetch_subscribe(stmt, sub)
             return self._fetch(stmt)
         if isinstance(stmt, ast.Close):
             if stmt.name is None:
                 self.cursors.clear()
+                for sub in self.subscriptions.values():
+                    await sub.close()
+                self.subscriptions.clear()
+            elif stmt.name in self.subscriptions:
+                await self.subscriptions.pop(stmt.name).close()
             elif self.cursors.pop(stmt.name, None) is None:
                 raise AdapterError("34000", f'cursor "{stmt.name}" does not exist')
             return QueryResult(command_tag="CLOSE CURSOR")
@@ -360,7 +445,8 @@ class AdapterSession(Session):
         if plan.dependencies:  # reads of system catalogs only do not make this a read txn
             await self._begin_read()
         res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
-        return QueryResult(columns=[Column(n, oid) for n, oid in res.columns], rows=res.rows)
+        columns = [Column(n, oid) for n, oid in _named(plan, res.columns)]
+        return QueryResult(columns=columns, rows=res.rows)
 
     async def _begin_read(self) -> None:
         if not self.txn.explicit:
@@ -392,16 +478,27 @@ class AdapterSession(Session):
         return QueryResult(columns=[Column("Optimized Plan", 25)], rows=[(text,)])
 
     async def _declare(self, stmt: ast.Declare, params: list[object]) -> QueryResult:
-        if not isinstance(stmt.statement, ast.Select):
-            raise AdapterError(
-                E.FEATURE_NOT_SUPPORTED, "DECLARE ... FOR SUBSCRIBE is not supported"
-            )
-        if stmt.name in self.cursors:
+        if stmt.name in self.cursors or stmt.name in self.subscriptions:
             raise AdapterError("42P03", f'cursor "{stmt.name}" already exists')
+        if isinstance(stmt.statement, ast.Subscribe):
+            plan = self._plan_subscribe(stmt.statement)
+            self.subscriptions[stmt.name] = SubscribeCursor(plan.columns(), subscribe_rows(plan))
+            return QueryResult(command_tag="DECLARE CURSOR")
         result = await self._select(stmt.statement, params)
         assert result.columns is not None
         self.cursors[stmt.name] = SqlCursor(result.columns, list(result.rows))  # type: ignore[arg-type]
         return QueryResult(command_tag="DECLARE CURSOR")
+
+    async def _fetch_subscribe(self, stmt: ast.Fetch, sub: SubscribeCursor) -> QueryResult:
+        """Wait for at least one row (up to TIMEOUT, default forever), then take what is
+        ready, at most `count`."""
+        timeout_s: float | None = None
+        for opt in stmt.options:
+            if opt.name == "timeout":
+                timeout_s = parse_interval_s(str(opt.value))
+        want = stmt.count if stmt.count is not None else 10_000
+        rows = await sub.take(want, timeout_s)
+        return QueryResult(command_tag=f"FETCH {len(rows)}", columns=sub.columns, rows=rows)
 
     def _fetch(self, stmt: ast.Fetch) -> QueryResult:
         cur = self.cursors.get(stmt.cursor)
@@ -532,9 +629,8 @@ class AdapterSession(Session):
                 result = await self._select(query, params)
                 del ref
             else:
-                raise AdapterError(
-                    E.FEATURE_NOT_SUPPORTED, "COPY (SUBSCRIBE ...) is not supported yet"
-                )
+                plan = self._plan_subscribe(target)
+                return CopyOutStream(columns=plan.columns(), rows=subscribe_rows(plan))
             assert result.columns is not None
             return CopyOutStream(columns=result.columns, rows=result.rows)
         if not isinstance(target, ast.QualifiedName):

@@ -2,6 +2,9 @@
 
 Nobody writes these durably — they are recomputed from the catalog after every change — so two
 generations never fight over them (the v2 design's "builtin tables become views").
+
+The PostgreSQL catalog emulation (`pg_catalog.*`, `information_schema.*`, see
+`adapter/pg_catalog.py`) is refreshed along with them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from twinstream.adapter.names import CatalogIndex
+from twinstream.adapter.pg_catalog import PgCatalogTables, replace_table
 
 if TYPE_CHECKING:
     from twinstream.adapter.coordinator import SessionInfo
@@ -168,21 +172,25 @@ def _rows(index: CatalogIndex) -> dict[str, list[tuple[Any, ...]]]:
 class SystemTables:
     def __init__(self, engine: QueryEngine) -> None:
         self.engine = engine
+        #: Our own connection to the engine's database (used on the event loop thread only).
+        self._cur = engine.cursor()
+        self._last: dict[str, list[tuple[Any, ...]]] = {}
         engine.execute_ddl(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         for name in TABLES:
             self._fill(name, [])
+        self.pg_catalog = PgCatalogTables(engine)
 
     def _fill(self, name: str, rows: list[tuple[Any, ...]]) -> None:
-        cols = TABLES[name]
-        defs = ", ".join(f'"{c}" {t}' for c, t in cols)
-        self.engine.execute_ddl(f"CREATE OR REPLACE TABLE {SCHEMA}.{name} ({defs})")
-        if rows:
-            marks = ", ".join("?" for _ in cols)
-            self.engine.executemany(f"INSERT INTO {SCHEMA}.{name} VALUES ({marks})", rows)
+        """Replace a table's rows in one statement, skipped when they did not change."""
+        if name in self._last and self._last[name] == rows:
+            return
+        replace_table(self._cur, f"{SCHEMA}.{name}", TABLES[name], rows)
+        self._last[name] = rows
 
     def refresh(self, index: CatalogIndex, sessions: Mapping[int, SessionInfo]) -> None:
         for name, rows in _rows(index).items():
             self._fill(name, rows)
+        self.pg_catalog.refresh(index)
         self.refresh_sessions(sessions)
 
     def refresh_sessions(self, sessions: Mapping[int, SessionInfo]) -> None:
