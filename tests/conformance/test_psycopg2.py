@@ -204,11 +204,6 @@ def test_server_version_and_encoding(conn: Any) -> None:
     assert conn.get_parameter_status("integer_datetimes") == "on"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bytea hex literals ('\\x0001ff'::bytea, what psycopg2 sends for bytes) are "
-    "stored as the ASCII text instead of the decoded bytes",
-)
 def test_bytea_roundtrip(conn: Any) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT %s::bytea", (psycopg2.Binary(b"\x00\x01\xff"),))

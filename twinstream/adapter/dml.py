@@ -47,6 +47,19 @@ def _table_expr(ref: ItemRef, alias: str | None) -> exp.Table:
     return table
 
 
+def _typed_literals(row: Sequence[exp.Expr], types: Sequence[str]) -> list[exp.Expr]:
+    """A string literal going into a bytea column is bytea input (hex or escape format), as in
+    PostgreSQL; mark it so planning decodes it (DuckDB's own blob cast reads it differently)."""
+    out: list[exp.Expr] = []
+    for e, t in zip(row, types, strict=False):
+        if t == "bytea" and isinstance(e, exp.Literal) and e.is_string:
+            out.append(exp.Cast(this=e.copy(), to=exp.DataType.build("bytea", dialect="postgres")))
+        else:
+            out.append(e.copy())
+    out.extend(e.copy() for e in row[len(types) :])
+    return out
+
+
 def require_table(ref: ItemRef, verb: str) -> None:
     if ref.type != "table":
         raise AdapterError(
@@ -89,7 +102,9 @@ def insert_rows(
         source_sql = "DEFAULT VALUES"
         target_sql = ""
     elif isinstance(source, ast.ValuesRows):
-        values = exp.Values(expressions=[exp.Tuple(expressions=list(r)) for r in source.rows])
+        target_types = [str(cols[names.index(t)]["type"]) for t in (stmt.columns or names)]
+        typed = [_typed_literals(r, target_types) for r in source.rows]
+        values = exp.Values(expressions=[exp.Tuple(expressions=r) for r in typed])
         source_sql = qualify(values, index, database, search_path, system_relations).duck_sql
         target_sql = f"({target})"
     else:

@@ -29,7 +29,7 @@ DUCKDB_TO_PG_OID = {
     "SMALLINT": 21,
     "INTEGER": 23,
     "BIGINT": 20,
-    "HUGEINT": 1700,
+    "HUGEINT": 20,  # DuckDB's sum(integer): PostgreSQL's sum(int2/int4) is int8
     "UTINYINT": 21,
     "USMALLINT": 23,
     "UINTEGER": 20,

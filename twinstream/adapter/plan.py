@@ -66,6 +66,7 @@ def qualify(
     pg_catalog.strip_system_column_qualifiers(expr)
     pg_catalog.fix_function_table_aliases(expr)
     pg_catalog.fix_array_literals(expr)
+    _bytea_literals(expr)
     ctes = _cte_names(expr)
     tableoid = any(c.name == "tableoid" for c in expr.find_all(exp.Column))
     deps: dict[str, ItemRef] = {}
@@ -277,6 +278,27 @@ def name_output_columns(expr: exp.Expr) -> None:
             continue
         named.append(exp.alias_(proj, pg_column_name(proj), quoted=True))
     select.set("expressions", named)
+
+
+def _bytea_literals(expr: exp.Expr) -> None:
+    """`'\\x00ff'::bytea` and `'ab\\001'::bytea` mean PostgreSQL's bytea input formats;
+    DuckDB's blob parser reads them differently, so decode here and pass the bytes as hex."""
+    from twinstream.pgwire.errors import PgError
+    from twinstream.pgwire.types import BYTEA
+
+    for cast in list(expr.find_all(exp.Cast)):
+        target = cast.to
+        literal = cast.this
+        if not (isinstance(target, exp.DataType) and target.this == exp.DataType.Type.VARBINARY):
+            continue
+        if not (isinstance(literal, exp.Literal) and literal.is_string):
+            continue
+        try:
+            data = BYTEA.text_in(literal.this)
+        except PgError as e:
+            raise AdapterError(e.sqlstate, e.message) from None
+        assert isinstance(data, bytes)
+        cast.replace(exp.Anonymous(this="from_hex", expressions=[exp.Literal.string(data.hex())]))
 
 
 def _set_parts(table: exp.Table, database: str, schema: str, name: str) -> None:
