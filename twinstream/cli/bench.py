@@ -171,3 +171,11 @@ async def catalog(opts: BenchOptions) -> dict[str, Any]:
 )
 async def pgwire(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("pgwire_bench", opts)
+
+
+@register(
+    "upgrade",
+    "The demo's figures (3 zero-downtime upgrades under load) and the naive restart baseline.",
+)
+async def upgrade(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("upgrade_bench", opts)

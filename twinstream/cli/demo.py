@@ -140,7 +140,10 @@ def _chart(
     return "\n".join(rows)
 
 
-async def run_demo(*, upgrades: int, quick: bool, console: Console) -> dict[str, Any]:
+async def run_demo(
+    *, upgrades: int, quick: bool, console: Console, naive: bool = False
+) -> dict[str, Any]:
+    """The demo's workload and checks; `naive` upgrades by stop-old-start-new (the baseline)."""
     with tempfile.TemporaryDirectory(prefix="twinstream-demo-") as tmp:
         orch = Orchestrator(Path(tmp) / "env")
         balancer: Any = None
@@ -181,7 +184,10 @@ async def run_demo(*, upgrades: int, quick: bool, console: Console) -> dict[str,
                     if phase == "promoted":
                         promote_ms.append(float(info["promote_ms"]))  # type: ignore[arg-type]
 
-                record = await orch.upgrade(progress=progress)
+                if naive:
+                    record = await orch.restart_upgrade(progress=progress)
+                else:
+                    record = await orch.upgrade(progress=progress)
                 windows.append((a, time.monotonic()))
                 console.print(
                     f"  generation {record.active_generation} is leader "

@@ -226,6 +226,34 @@ class Orchestrator:
         progress("done", {"generation": new_gen, "promote_ms": promote_ms})
         return record
 
+    async def restart_upgrade(self, *, progress: Progress = _no_progress) -> RolloutRecord:
+        """The naive baseline the benchmarks compare against: stop the old generation, then
+        start the new one (zero-downtime deployment disabled, so it takes over at once)."""
+        current = _require(await self.record())
+        old_gen, new_gen = current.active_generation, current.active_generation + 1
+        started = self.clock.monotonic()
+        await self.supervisor.stop(old_gen)
+        self.supervisor.env_overrides = {"ENABLE_0DT_DEPLOYMENT": "off"}
+        try:
+            endpoint = await self.supervisor.start(new_gen)
+        finally:
+            self.supervisor.env_overrides = {}
+        record = await self._update(
+            lambda r: dataclasses.replace(
+                _require(r),
+                desired_generation=new_gen,
+                active_generation=new_gen,
+                status=RolloutStatus.APPLIED,
+                endpoints={str(new_gen): endpoint},
+                message="restarted (naive)",
+            )
+        )
+        progress(
+            "promoted",
+            {"generation": new_gen, "promote_ms": (self.clock.monotonic() - started) * 1000},
+        )
+        return record
+
     # -- talking to environmentd ---------------------------------------------------------------
 
     async def _session(self) -> aiohttp.ClientSession:

@@ -69,6 +69,8 @@ class Supervisor:
         self.blob_url = blob_url
         self.extra_args = list(extra_args or [])
         self.generations: dict[int, GenerationProcess] = {}
+        #: Extra environment variables for processes started from now on.
+        self.env_overrides: dict[str, str] = {}
         self._watchers: dict[int, asyncio.Task[None]] = {}
 
     def command_for(self, generation: int, program: list[str] | None = None) -> list[str]:
@@ -122,6 +124,7 @@ class Supervisor:
                 stdout=logf,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env_overrides},
             )
         finally:
             logf.close()
