@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -144,6 +145,12 @@ async def run_demo(
     *, upgrades: int, quick: bool, console: Console, naive: bool = False
 ) -> dict[str, Any]:
     """The demo's workload and checks; `naive` upgrades by stop-old-start-new (the baseline)."""
+    # SIGTERM cancels the demo so that its `finally` stops every process it started (they run
+    # in their own sessions and would otherwise outlive it).
+    task = asyncio.current_task()
+    assert task is not None
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     with tempfile.TemporaryDirectory(prefix="twinstream-demo-") as tmp:
         orch = Orchestrator(Path(tmp) / "env")
         balancer: Any = None
@@ -255,7 +262,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 
 def demo_main(*, upgrades: int, quick: bool, json_output: bool) -> int:
     console = Console(stderr=json_output)
-    report = asyncio.run(run_demo(upgrades=upgrades, quick=quick, console=console))
+    try:
+        report = asyncio.run(run_demo(upgrades=upgrades, quick=quick, console=console))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("demo interrupted; everything it started was stopped")
+        return 130
     if json_output:
         sys.stdout.write(
             json.dumps({k: v for k, v in report.items() if not k.startswith("_")}) + "\n"
