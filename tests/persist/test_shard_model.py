@@ -293,9 +293,14 @@ class ShardMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def listen(self, data: st.DataObject) -> None:
         m = self.model
+        # Registering the listen's hold is a state write, which first drops expired leases:
+        # the as-of must be valid against the since *after* that expiry.
+        saved = (dict(m.leased), m.since)
+        m.expire()
         # listen yields nothing (and waits) unless some time in (as_of, upper) exists
         as_of = self._valid_as_of(data, below=m.upper - 1)
         if as_of is None:
+            m.leased, m.since = saved  # nothing was written: expiry did not happen
             return
         upper = m.upper
         batches, progress = self.run(
