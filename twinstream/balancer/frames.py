@@ -8,7 +8,7 @@ import asyncio
 import struct
 
 from twinstream.pgwire import messages as m
-from twinstream.pgwire.codec import FrontendParser
+from twinstream.pgwire.codec import FRONTEND_TYPES, FrontendParser
 from twinstream.pgwire.errors import ProtocolViolation
 from twinstream.pgwire.limits import (
     MAX_MESSAGE_BYTES,
@@ -26,24 +26,6 @@ __all__ = [
 ]
 
 _I32 = struct.Struct("!i")
-
-#: Frontend message types after startup, and whether they are "small" (PQ_SMALL_MESSAGE_LIMIT).
-FRONTEND_TYPES: dict[int, bool] = {
-    ord("Q"): False,
-    ord("P"): False,
-    ord("B"): False,
-    ord("D"): True,
-    ord("E"): True,
-    ord("S"): True,
-    ord("H"): True,
-    ord("C"): True,
-    ord("X"): True,
-    ord("p"): False,
-    ord("d"): False,
-    ord("c"): True,
-    ord("f"): True,
-    ord("F"): False,
-}
 
 #: A backend may send big rows; trust it up to PostgreSQL's own 1 GiB limit.
 BACKEND_MAX_MESSAGE_BYTES = 1 << 30

@@ -44,7 +44,7 @@ _U32 = struct.Struct("!I")
 
 #: Frontend message types (after startup) and whether they are "small" (PostgreSQL's
 #: PQ_SMALL_MESSAGE_LIMIT applies: they never carry user data of arbitrary size).
-_FRONTEND_TYPES: dict[int, bool] = {
+FRONTEND_TYPES: dict[int, bool] = {
     ord("Q"): False,
     ord("P"): False,
     ord("B"): False,
@@ -202,7 +202,7 @@ class FrontendParser(_Framer):
     def next_message(self) -> m.FrontendMessage | None:
         if self.in_startup:
             return self._next_startup()
-        got = self._typed_frame(_FRONTEND_TYPES, self.max_message_bytes)
+        got = self._typed_frame(FRONTEND_TYPES, self.max_message_bytes)
         if got is None:
             return None
         type_byte, payload = got
@@ -276,7 +276,7 @@ class FrontendParser(_Framer):
             msg = m.CopyDone()
         elif t == 0x66:  # f
             msg = m.CopyFail(r.cstring())
-        else:  # F (the only other entry of _FRONTEND_TYPES)
+        else:  # F (the only other entry of FRONTEND_TYPES)
             msg = m.FunctionCall(r.rest())
         r.end()
         return msg
