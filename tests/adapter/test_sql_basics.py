@@ -169,3 +169,18 @@ def test_zero_downtime_parameters(envd: EnvironmentdProcess) -> None:
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="on/off"):
             conn.execute("ALTER SYSTEM SET enable_0dt_caught_up_check = 'maybe'")
         conn.execute("ALTER SYSTEM RESET with_0dt_deployment_max_wait")
+
+
+def test_savepoints_roll_back_buffered_writes(envd: EnvironmentdProcess) -> None:
+    with connect(envd) as conn:
+        conn.execute("CREATE TABLE sp (a int)")
+        with conn.transaction():
+            conn.execute("INSERT INTO sp VALUES (1)")
+            with pytest.raises(RuntimeError), conn.transaction():  # SAVEPOINT ... ROLLBACK TO
+                conn.execute("INSERT INTO sp VALUES (2)")
+                raise RuntimeError("undo the inner block")
+            with conn.transaction():  # SAVEPOINT ... RELEASE
+                conn.execute("INSERT INTO sp VALUES (3)")
+        assert conn.execute("SELECT a FROM sp ORDER BY a").fetchall() == [(1,), (3,)]
+        with pytest.raises(psycopg.errors.NoActiveSqlTransaction):
+            conn.execute("SAVEPOINT nope")

@@ -363,11 +363,6 @@ def test_typeinfo_fetch(conn: psycopg.Connection[Any]) -> None:
     assert info is not None and info.oid == 3802 and info.array_oid == 3807
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SAVEPOINT is not supported: psycopg's nested conn.transaction() (used e.g. by "
-    "SQLAlchemy's hstore TypeInfo lookup) fails with 0A000",
-)
 def test_nested_transaction_savepoint(setup_done: EnvironmentdProcess) -> None:
     with connect(setup_done, autocommit=False) as c:
         c.execute("SELECT 1")

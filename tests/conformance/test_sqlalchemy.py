@@ -98,12 +98,6 @@ def with_sql(recorder: Recorder, fn: Callable[[], Any]) -> Any:
 # --------------------------------------------------------------------------- connecting
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="first connect: `select pg_catalog.version()` works, but then the psycopg "
-    "dialect's hstore TypeInfo lookup runs in a nested transaction: SAVEPOINT is not "
-    "supported (0A000)",
-)
 def test_default_engine_connects(envd: EnvironmentdProcess) -> None:
     eng = sa.create_engine(url(envd))
     try:
@@ -113,11 +107,6 @@ def test_default_engine_connects(envd: EnvironmentdProcess) -> None:
         eng.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with version() worked around, the psycopg dialect's hstore TypeInfo lookup runs "
-    "in a nested transaction: SAVEPOINT is not supported (0A000)",
-)
 def test_engine_with_native_hstore_lookup_connects(envd: EnvironmentdProcess) -> None:
     eng = sa.create_engine(url(envd))
     eng.dialect._get_server_version_info = lambda connection: (15, 0)  # type: ignore[method-assign]

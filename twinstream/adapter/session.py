@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,8 @@ class Txn:
     duck_open: bool = False
     locks: list[asyncio.Lock] = field(default_factory=list)
     read_then_written: set[str] = field(default_factory=set)
+    #: (name, buffered writes when it was taken), innermost last.
+    savepoints: list[tuple[str, dict[str, Changes]]] = field(default_factory=list)
 
 
 class SubscribeCursor:
@@ -137,6 +140,17 @@ def to_pg_error(e: BaseException) -> PgError:
 
 
 _JSON_OIDS = (114, 3802)
+_NAME = r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_]*)'
+_SAVEPOINT = re.compile(
+    r"^\s*(?:(savepoint)\s+"
+    + _NAME
+    + r"|(release)(?:\s+savepoint)?\s+"
+    + _NAME
+    + r"|(rollback)(?:\s+(?:work|transaction))?\s+to(?:\s+savepoint)?\s+"
+    + _NAME
+    + r")\s*;?\s*$",
+    re.IGNORECASE,
+)
 
 
 def _engine_params(params: Sequence[object], oids: Sequence[int]) -> list[object]:
@@ -340,6 +354,9 @@ class AdapterSession(Session):
         self, sql: str, params: Sequence[object], param_oids: Sequence[int]
     ) -> ExecuteResult:
         try:
+            savepoint = _SAVEPOINT.match(sql)
+            if savepoint is not None:
+                return self._savepoint(savepoint)
             stmt = self._parse(sql)
             if self.txn.failed and not isinstance(stmt, ast.Commit | ast.Rollback):
                 raise AdapterError(
@@ -508,6 +525,40 @@ class AdapterSession(Session):
         rows = cur.rows[cur.pos : end]
         cur.pos += len(rows)
         return QueryResult(command_tag=f"FETCH {len(rows)}", columns=cur.columns, rows=rows)
+
+    def _savepoint(self, m: re.Match[str]) -> QueryResult:
+        """SAVEPOINT / RELEASE / ROLLBACK TO: a savepoint remembers the buffered writes; rolling
+        back to it restores them (reads of a transaction change nothing to undo)."""
+        groups = [g for g in m.groups() if g is not None]
+        verb, raw = groups[0].lower(), groups[1]
+        name = raw[1:-1].replace('""', '"') if raw.startswith('"') else raw.lower()
+        txn = self.txn
+        if not txn.explicit:
+            raise AdapterError(
+                E.NO_ACTIVE_SQL_TRANSACTION,
+                f"{verb.upper()} can only be used in transaction blocks",
+            )
+        names = [n for n, _w in txn.savepoints]
+        if verb == "savepoint":
+            if txn.failed:
+                raise AdapterError(
+                    E.IN_FAILED_TRANSACTION,
+                    "current transaction is aborted, commands ignored until end of "
+                    "transaction block",
+                )
+            snapshot = {k: list(v) for k, v in txn.writes.items()}
+            txn.savepoints.append((name, snapshot))
+            return QueryResult(command_tag="SAVEPOINT")
+        if name not in names:
+            raise AdapterError("3B001", f'savepoint "{name}" does not exist')
+        i = len(names) - 1 - names[::-1].index(name)
+        if verb == "release":
+            del txn.savepoints[i:]
+            return QueryResult(command_tag="RELEASE")
+        txn.writes = {k: list(v) for k, v in txn.savepoints[i][1].items()}
+        del txn.savepoints[i + 1 :]
+        txn.failed = False
+        return QueryResult(command_tag="ROLLBACK")
 
     # -- writes --------------------------------------------------------------------------------
 
