@@ -1157,10 +1157,6 @@ KNOWN_BUGS: dict[str, dict[str, str]] = {
         "*": "::numeric without precision becomes DuckDB DECIMAL(18,3): values are rounded to "
         "3 decimals ('-12345.678900' -> -12345.679)"
     },
-    "interval_keyword_literal": {
-        "*": "interval '1 day 02:03:04' is transpiled by sqlglot to INTERVAL '1' DAY: the "
-        "time part is dropped"
-    },
     # -- queries
     "aggregate_result_types": {
         "*": "sum(int4) is numeric (DuckDB HUGEINT -> OID 1700, Decimal) instead of int8; "

@@ -597,7 +597,32 @@ class _Parser:
         if pieces:
             pieces.append(text[last:])
             text = "".join(pieces)
+        text = self._interval_literals(text, lo, hi, start)
         return _space_after_params(text)
+
+    def _interval_literals(self, text: str, lo: int, hi: int, start: int) -> str:
+        """`INTERVAL '1 day 02:03:04'` -> `CAST('1 day 02:03:04' AS INTERVAL)`: sqlglot keeps
+        only the first field of an interval literal without a unit (it would give `1 day`).
+        Runs on text whose offsets still match the tokens (the rewrites before keep lengths)."""
+        spans: list[tuple[int, int]] = []
+        for j in range(lo, hi - 1):
+            tok, nxt = self.toks[j], self.toks[j + 1]
+            after = self.toks[j + 2] if j + 2 < hi else None
+            if (
+                tok.kind is TokenKind.IDENT
+                and tok.value == "interval"
+                and nxt.kind is TokenKind.STRING
+                and not (
+                    after is not None
+                    and after.kind is TokenKind.IDENT
+                    and after.value in _INTERVAL_UNITS
+                )
+            ):
+                spans.append((tok.start - start, nxt.end - start))
+        for a, b in reversed(spans):
+            literal = text[text.index("'", a) : b] if "'" in text[a:b] else text[a:b]
+            text = text[:a] + f"CAST({literal} AS INTERVAL)" + text[b:]
+        return text
 
     def reject_trailing_commas(self, lo: int, hi: int) -> None:
         """sqlglot accepts `f(a,)`, `SELECT a, FROM t` and `x IN (1,)`; PostgreSQL does not."""
@@ -2046,6 +2071,23 @@ def _restore_oid_arrays(root: exp.Expr) -> None:
                     exp.DataType(this=exp.DataType.Type.ARRAY, expressions=[element], nested=True)
                 )
 
+
+_INTERVAL_UNITS = frozenset(
+    {
+        "year",
+        "years",
+        "month",
+        "months",
+        "day",
+        "days",
+        "hour",
+        "hours",
+        "minute",
+        "minutes",
+        "second",
+        "seconds",
+    }
+)
 
 _PARAM_GLUED = re.compile(r"(\$[0-9]+)(?=[^\s0-9])")
 
