@@ -14,17 +14,13 @@ On a fresh location (a temp dir for SQLite, a throwaway server for PostgreSQL, o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import statistics
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlparse
 
 from twinstream.catalog import DeployGenerationFenced, DurableCatalog, OpenMode
 from twinstream.cli.bench import BenchmarkError, BenchOptions
+from twinstream.cli.benchloc import bench_location
 from twinstream.clock import SYSTEM_CLOCK
 from twinstream.persist import PersistClient
 
@@ -32,38 +28,6 @@ from twinstream.persist import PersistClient
 COMMITS = 500
 #: Untimed commits before the timed ones (connections, caches, first compaction).
 WARMUP_COMMITS = 20
-
-
-@contextlib.asynccontextmanager
-async def _location(opts: BenchOptions) -> AsyncIterator[tuple[str, str]]:
-    """(consensus URL, blob URL): given ones, or a temp dir / throwaway PostgreSQL server."""
-    with tempfile.TemporaryDirectory(prefix="twinstream-bench-catalog-") as tmp:
-        if opts.backend == "sqlite":
-            cons = opts.consensus_url or f"sqlite://{tmp}/consensus.db"
-            if urlparse(cons).scheme != "sqlite":
-                raise BenchmarkError(f"--backend sqlite needs a sqlite:// URL, got {cons!r}")
-            yield cons, opts.blob_url or f"file://{tmp}/blob"
-        elif opts.backend == "postgres":
-            if opts.consensus_url:
-                if urlparse(opts.consensus_url).scheme not in ("postgres", "postgresql"):
-                    raise BenchmarkError(
-                        f"--backend postgres needs a postgres:// URL, got {opts.consensus_url!r}"
-                    )
-                yield opts.consensus_url, opts.blob_url or opts.consensus_url
-                return
-            from twinstream.testing.pgserver import PgServerError, start_pg_server
-
-            opts.log("starting a throwaway PostgreSQL server ...")
-            try:
-                server = await asyncio.to_thread(start_pg_server)
-            except PgServerError as e:
-                raise BenchmarkError(f"cannot start a throwaway PostgreSQL server: {e}") from e
-            try:
-                yield server.url, opts.blob_url or server.url
-            finally:
-                await asyncio.to_thread(server.stop)
-        else:
-            raise BenchmarkError(f"unknown backend {opts.backend!r} (sqlite, postgres)")
 
 
 async def _ddl(cat: DurableCatalog, n: int) -> None:
@@ -98,7 +62,7 @@ def _ms(seconds: float) -> float:
 
 async def run(opts: BenchOptions, commits: int = COMMITS) -> dict[str, Any]:
     """The benchmark entry point (``twinstream bench catalog``)."""
-    async with _location(opts) as (consensus_url, blob_url):
+    async with bench_location(opts, "twinstream-bench-catalog-") as (consensus_url, blob_url):
         leader_client = PersistClient.from_urls(consensus_url, blob_url)
         next_client = PersistClient.from_urls(consensus_url, blob_url)
         try:

@@ -15,20 +15,18 @@ Three phases on one consensus + blob location (see README.md for what the figure
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlparse
 
 from twinstream.cli.bench import BenchmarkError, BenchOptions
+from twinstream.cli.benchloc import bench_location
 from twinstream.persist import PersistClient, Progress, Shard, codec, open_blob, open_consensus
 from twinstream.persist.location import Blob, CasOp, ChangeFeed, Consensus, VersionedData
 from twinstream.persist.machine import ListenEvent
@@ -171,39 +169,6 @@ def _batch(seq: int, t: int, pads: Sequence[str]) -> list[Update]:
 def _encoded_row_bytes(pads: Sequence[str]) -> float:
     rows = _batch(1_000_000, 0, pads)
     return statistics.fmean(len(codec.pack(list(row))) for row, _t, _d in rows)
-
-
-@contextlib.asynccontextmanager
-async def _location(opts: BenchOptions) -> AsyncIterator[tuple[str, str]]:
-    """(consensus URL, blob URL): given ones, or a temp dir / throwaway Postgres server."""
-    with tempfile.TemporaryDirectory(prefix="twinstream-bench-") as tmp:
-        file_blob = f"file://{tmp}/blob"
-        if opts.backend == "sqlite":
-            cons = opts.consensus_url or f"sqlite://{tmp}/consensus.db"
-            if urlparse(cons).scheme != "sqlite":
-                raise BenchmarkError(f"--backend sqlite needs a sqlite:// URL, got {cons!r}")
-            yield cons, opts.blob_url or file_blob
-        elif opts.backend == "postgres":
-            if opts.consensus_url:
-                if urlparse(opts.consensus_url).scheme not in ("postgres", "postgresql"):
-                    raise BenchmarkError(
-                        f"--backend postgres needs a postgres:// URL, got {opts.consensus_url!r}"
-                    )
-                yield opts.consensus_url, opts.blob_url or opts.consensus_url
-                return
-            from twinstream.testing.pgserver import PgServerError, start_pg_server
-
-            opts.log("starting a throwaway PostgreSQL server ...")
-            try:
-                server = await asyncio.to_thread(start_pg_server)
-            except PgServerError as e:
-                raise BenchmarkError(f"cannot start a throwaway PostgreSQL server: {e}") from e
-            try:
-                yield server.url, opts.blob_url or server.url
-            finally:
-                await asyncio.to_thread(server.stop)
-        else:
-            raise BenchmarkError(f"unknown backend {opts.backend!r} (sqlite, postgres)")
 
 
 # -- phases ------------------------------------------------------------------------------------
@@ -351,7 +316,7 @@ async def _notify_phase(
 async def run(opts: BenchOptions) -> dict[str, Any]:
     """The benchmark entry point (``twinstream bench persist``)."""
     pads = _pads(opts.batch_rows, opts.row_bytes)
-    async with _location(opts) as urls:
+    async with bench_location(opts, "twinstream-bench-") as urls:
         metered = MeteredConsensus(open_consensus(urls[0]))
         blob = MeteredBlob(open_blob(urls[1]))
         client = PersistClient(metered, blob)
