@@ -105,6 +105,7 @@ class PgReplicator:
         self._stream_conn: UpstreamConnection | None = None
         self._acked: Lsn = 0
         self._received: Lsn = 0
+        self._slot: str | None = None
 
     async def __aenter__(self) -> PgReplicator:
         return self
@@ -211,6 +212,7 @@ class PgReplicator:
             raise RuntimeError("this replicator is already streaming")
         conn = await self._open()
         self._stream_conn = conn
+        self._slot = slot
         self._acked = max(self._acked, start_lsn)
         self._received = start_lsn
         assembler = TxnAssembler(self.tables)
@@ -266,17 +268,42 @@ class PgReplicator:
                 yield item
         finally:
             self._stream_conn = None
+            if conn.in_copy and not conn.closed:  # hand over the last ack before leaving
+                with contextlib.suppress(SourceError):
+                    await self._send_status(conn)
             await self._release(conn)
 
-    async def ack(self, lsn: Lsn) -> None:
+    async def ack(self, lsn: Lsn, slot: str | None = None) -> None:
         """Everything before `lsn` is durable downstream: upstream may recycle that WAL and a
-        restarted stream never goes back before it."""
-        if lsn <= self._acked:
-            return
-        self._acked = lsn
+        restarted stream never goes back before it.
+
+        While streaming this is a standby status update on the stream's session; otherwise
+        the slot (`slot`, default: the one streamed last) is advanced with
+        ``pg_replication_slot_advance``. Acknowledging a position at or before one already
+        acknowledged does nothing.
+        """
+        slot = slot or self._slot
+        if slot is None:
+            raise RuntimeError("ack() needs a slot: none has been streamed from yet")
         conn = self._stream_conn
-        if conn is not None and not conn.closed:
-            await self._send_status(conn)
+        if conn is not None and not conn.closed and slot == self._slot:
+            if lsn > self._acked:
+                self._acked = lsn
+                await self._send_status(conn)
+            return
+        if slot == self._slot:
+            self._acked = max(self._acked, lsn)
+        side = await self._open()
+        try:
+            await _slot_query(
+                side,
+                f"SELECT pg_replication_slot_advance({quote_literal(slot)}, "
+                f"{quote_literal(format_lsn(lsn))}::pg_lsn) "
+                f"FROM pg_replication_slots WHERE slot_name = {quote_literal(slot)} "
+                f"AND confirmed_flush_lsn < {quote_literal(format_lsn(lsn))}::pg_lsn",
+            )
+        finally:
+            await self._release(side)
 
     async def _send_status(self, conn: UpstreamConnection) -> None:
         now_pg_us = self._clock.now_ms() * 1000 - PG_EPOCH_UNIX_US
