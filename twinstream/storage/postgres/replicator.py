@@ -237,6 +237,8 @@ class PgReplicator:
                     await self._send_status(conn)
                     next_status = loop.time() + self._status_interval_s
                     continue
+                except SourceError as exc:
+                    raise _slot_error(exc) from None
                 try:
                     msg = wire.parse_replication_message(payload)
                 except wire.WireError as exc:
