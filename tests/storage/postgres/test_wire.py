@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from twinstream.pgwire import types as pgtypes
 from twinstream.pgwire.auth import ScramServer, ScramVerifier
 from twinstream.pgwire.errors import PgError
 from twinstream.storage.postgres import format_lsn, parse_lsn
+from twinstream.storage.postgres.pgoutput import converter
 from twinstream.storage.postgres.wire import Framer, ScramClient, WireError
 
 
@@ -55,3 +57,25 @@ def test_lsn_text_roundtrip() -> None:
         assert format_lsn(parse_lsn(text)) == text
     with pytest.raises(ValueError):
         parse_lsn("16B3748")
+
+
+@pytest.mark.parametrize(
+    ("oid", "text"),
+    [
+        (1184, "2024-02-29 12:34:56+00"),
+        (1184, "2024-02-29 12:34:56.1+00"),
+        (1184, "2024-02-29 12:34:56.123456+00"),
+        (1184, "2024-02-29 12:34:56.5+05:30"),
+        (1184, "0099-01-01 00:00:00+00"),
+        (1184, "infinity"),
+        (1184, "-infinity"),
+        (1114, "2024-02-29 12:34:56.000789"),
+        (1114, "infinity"),
+        (1082, "2024-02-29"),
+        (1082, "-infinity"),
+        (25, "x\ty"),
+    ],
+)
+def test_fast_converters_agree_with_pgwire_types(oid: int, text: str) -> None:
+    assert converter(oid)(text) == pgtypes.decode_text(oid, text)
+    assert type(converter(oid)(text)) is type(pgtypes.decode_text(oid, text))

@@ -77,6 +77,8 @@ class UpstreamConnection:
         self.backend_pid = 0
         self.in_copy = False
         self.closed = False
+        # a message taken from the framer by `buffered_copy_data` but not a CopyData
+        self._pushed_back: tuple[int, bytes] | None = None
 
     @property
     def where(self) -> str:
@@ -185,7 +187,11 @@ class UpstreamConnection:
             raise SourceError("unreachable", f"connection to {self.where} lost: {exc}") from None
 
     async def _next(self) -> tuple[int, bytes]:
-        """The next backend message; NoticeResponse and ParameterStatus are absorbed here."""
+        """The next backend message (the caller decides what to skip)."""
+        pushed = self._pushed_back
+        if pushed is not None:
+            self._pushed_back = None
+            return pushed
         while True:
             try:
                 got = self._framer.next()
@@ -284,6 +290,22 @@ class UpstreamConnection:
             if t in (ord("N"), ord("S")):
                 continue
             raise SourceError("protocol", f"unexpected message {chr(t)!r} in CopyBoth")
+
+    def buffered_copy_data(self) -> bytes | None:
+        """The next CopyData payload if it is already buffered (no await, no timer)."""
+        if self._pushed_back is not None:
+            return None
+        try:
+            got = self._framer.next()
+        except wire.WireError as exc:
+            self.abort()
+            raise SourceError("protocol", f"{self.where}: {exc}") from None
+        if got is None:
+            return None
+        if got[0] == ord("d"):
+            return got[1]
+        self._pushed_back = got
+        return None
 
     def send_copy_data(self, payload: bytes) -> None:
         self._send(m.CopyData(payload).encode())

@@ -33,7 +33,7 @@ from twinstream.storage.postgres.model import (
     UpstreamTable,
 )
 
-__all__ = ["SQL_TYPES", "TxnAssembler", "decode_value", "sql_type_for"]
+__all__ = ["SQL_TYPES", "TxnAssembler", "converter", "decode_value", "sql_type_for"]
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -73,14 +73,59 @@ def sql_type_for(type_oid: int) -> str:
     return SQL_TYPES.get(type_oid, "text")
 
 
-def _converter(type_oid: int) -> Callable[[str], object]:
+def _text(s: str) -> str:
+    return s
+
+
+def _fast_timestamptz(s: str) -> object:
+    """The session runs with TimeZone=UTC and DateStyle=ISO, so values look like
+    ``2024-01-01 12:00:00.5+00``; anything else (infinity, BC, 5-digit years) takes the
+    general parser."""
+    try:
+        d = dt.datetime.fromisoformat(s)
+    except ValueError:
+        return pgtypes.TIMESTAMPTZ.text_in(s)
+    if d.tzinfo is None:
+        return pgtypes.TIMESTAMPTZ.text_in(s)
+    return d if d.tzinfo is dt.UTC else d.astimezone(dt.UTC)
+
+
+def _fast_timestamp(s: str) -> object:
+    try:
+        d = dt.datetime.fromisoformat(s)
+    except ValueError:
+        return pgtypes.TIMESTAMP.text_in(s)
+    return d if d.tzinfo is None else pgtypes.TIMESTAMP.text_in(s)
+
+
+def _fast_date(s: str) -> object:
+    try:
+        return dt.date.fromisoformat(s)
+    except ValueError:
+        return pgtypes.DATE.text_in(s)
+
+
+_FAST: dict[int, Callable[[str], object]] = {
+    1184: _fast_timestamptz,
+    1114: _fast_timestamp,
+    1082: _fast_date,
+    25: _text,
+    1043: _text,
+}
+
+
+def converter(type_oid: int) -> Callable[[str], object]:
+    """Text-format value → Python value, for one type (see the module docstring)."""
+    fast = _FAST.get(type_oid)
+    if fast is not None:
+        return fast
     t = pgtypes.TYPES.get(type_oid) if type_oid in SQL_TYPES else None
-    return (lambda s: s) if t is None else t.text_in
+    return _text if t is None else t.text_in
 
 
 def decode_value(type_oid: int, text: str | None) -> object:
     """A text-format upstream value → its Python value (None stays None)."""
-    return None if text is None else _converter(type_oid)(text)
+    return None if text is None else converter(type_oid)(text)
 
 
 @dataclass
@@ -229,7 +274,7 @@ class TxnAssembler:
                     f"table {known.qualified} was dropped and recreated upstream "
                     f"(oid {known.oid} → {oid})",
                 )
-            self._relations[oid] = _Relation(None, tuple(_converter(t) for _, t in cols))
+            self._relations[oid] = _Relation(None, tuple(converter(t) for _, t in cols))
             return
         want = [(c.name, c.type_oid) for c in table.columns]
         if cols != want:
@@ -237,7 +282,7 @@ class TxnAssembler:
                 "schema_changed",
                 f"table {table.qualified} changed upstream: columns {want} are now {cols}",
             )
-        self._relations[oid] = _Relation(table, tuple(_converter(t) for _, t in cols))
+        self._relations[oid] = _Relation(table, tuple(converter(t) for _, t in cols))
 
     def _rel(self, r: _Reader) -> _Relation:
         oid = r.u32()

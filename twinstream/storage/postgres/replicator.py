@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final
@@ -34,7 +34,7 @@ from twinstream.storage.postgres.model import (
     format_lsn,
     parse_lsn,
 )
-from twinstream.storage.postgres.pgoutput import PG_EPOCH_UNIX_US, TxnAssembler, decode_value
+from twinstream.storage.postgres.pgoutput import PG_EPOCH_UNIX_US, TxnAssembler, converter
 
 __all__ = ["PgReplicator", "Snapshot", "SnapshotReader"]
 
@@ -74,12 +74,13 @@ class SnapshotReader:
     ) -> AsyncIterator[tuple[UpstreamTable, list[Row]]]:
         """(table, rows) batches; each table's rows in one or more consecutive batches."""
         for table in self._tables:
-            types = [c.type_oid for c in table.columns]
+            convs = [converter(c.type_oid) for c in table.columns]
             cols = ", ".join(quote_ident(c.name) for c in table.columns)
             sql = f"SELECT {cols} FROM ONLY {quote_ident(table.schema)}.{quote_ident(table.name)}"
             async for raw in self._conn.query_batches(sql, batch_rows):
                 rows = [
-                    tuple(decode_value(t, v) for t, v in zip(types, r, strict=True)) for r in raw
+                    tuple(None if v is None else f(v) for f, v in zip(convs, r, strict=True))
+                    for r in raw
                 ]
                 yield table, rows
 
@@ -200,7 +201,7 @@ class PgReplicator:
 
     # ------------------------------------------------------------------ streaming
 
-    async def stream(self, slot: str, start_lsn: Lsn) -> AsyncIterator[Txn | Progress]:
+    async def stream(self, slot: str, start_lsn: Lsn) -> AsyncGenerator[Txn | Progress, None]:
         """Whole transactions committed at or after `start_lsn`, in commit order, and
         `Progress` marks while nothing else arrives.
 
@@ -231,8 +232,13 @@ class PgReplicator:
             emitted = start_lsn
             while True:
                 try:
-                    async with asyncio.timeout_at(next_status):
-                        payload = await conn.copy_data()
+                    payload = conn.buffered_copy_data()
+                    if payload is None:
+                        async with asyncio.timeout_at(next_status):
+                            payload = await conn.copy_data()
+                    elif loop.time() >= next_status:  # busy stream: still report on time
+                        await self._send_status(conn)
+                        next_status = loop.time() + self._status_interval_s
                 except TimeoutError:
                     await self._send_status(conn)
                     next_status = loop.time() + self._status_interval_s
