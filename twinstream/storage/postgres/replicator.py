@@ -41,6 +41,9 @@ __all__ = ["PgReplicator", "Snapshot", "SnapshotReader"]
 #: How often a standby status update is sent while streaming (PostgreSQL's own default for
 #: wal_receiver_status_interval), well inside the server's wal_sender_timeout (60 s).
 STATUS_INTERVAL_S: Final = 10.0
+#: A stream that hears nothing (not even the keepalive each status update asks for) for this
+#: long is declared dead: upstream hung, or the network silently dropped the connection.
+STALL_TIMEOUT_S: Final = 3 * STATUS_INTERVAL_S
 #: Rows per batch read from a snapshot.
 SNAPSHOT_BATCH_ROWS: Final = 5000
 
@@ -96,12 +99,14 @@ class PgReplicator:
         *,
         clock: Clock | None = None,
         status_interval_s: float = STATUS_INTERVAL_S,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
         self.info = info
         self.publication = publication
         self.tables = tuple(tables)
         self._clock = clock or SystemClock()
         self._status_interval_s = status_interval_s
+        self._stall_timeout_s = stall_timeout_s
         self._conns: set[UpstreamConnection] = set()
         self._stream_conn: UpstreamConnection | None = None
         self._acked: Lsn = 0
@@ -228,34 +233,41 @@ class PgReplicator:
             except SourceError as exc:
                 raise _slot_error(exc) from None
             loop = asyncio.get_running_loop()
-            next_status = loop.time() + self._status_interval_s
+            next_status = loop.time()  # report at once: the ack position, and ask for a reply
+            heard = loop.time()
             emitted = start_lsn
             while True:
                 try:
+                    now = loop.time()
+                    if now >= next_status:
+                        await self._send_status(conn, reply=True)
+                        next_status = now + self._status_interval_s
                     payload = conn.buffered_copy_data()
                     if payload is None:
-                        async with asyncio.timeout_at(next_status):
+                        deadline = min(next_status, heard + self._stall_timeout_s)
+                        async with asyncio.timeout_at(deadline):
                             payload = await conn.copy_data()
-                    elif loop.time() >= next_status:  # busy stream: still report on time
-                        await self._send_status(conn)
-                        next_status = loop.time() + self._status_interval_s
                 except TimeoutError:
-                    await self._send_status(conn)
-                    next_status = loop.time() + self._status_interval_s
+                    if loop.time() >= heard + self._stall_timeout_s:
+                        raise SourceError(
+                            "unreachable",
+                            f"{conn.where} sent nothing for {self._stall_timeout_s:g}s",
+                        ) from None
                     continue
                 except SourceError as exc:
                     raise _slot_error(exc) from None
+                heard = loop.time()
                 try:
                     msg = wire.parse_replication_message(payload)
                 except wire.WireError as exc:
                     raise SourceError("protocol", str(exc)) from None
                 if isinstance(msg, wire.Keepalive):
                     if msg.reply_requested:
-                        await self._send_status(conn)
-                        next_status = loop.time() + self._status_interval_s
+                        next_status = heard  # answer before reading on
                     if msg.wal_end > emitted:
                         emitted = msg.wal_end
                         yield Progress(msg.wal_end)
+                        heard = loop.time()  # silence counts only while we wait
                     continue
                 try:
                     item = assembler.feed(msg.data)
@@ -274,6 +286,7 @@ class PgReplicator:
                     continue
                 emitted = self._received = lsn
                 yield item
+                heard = loop.time()
         finally:
             self._stream_conn = None
             if conn.in_copy and not conn.closed:  # hand over the last ack before leaving
@@ -313,10 +326,10 @@ class PgReplicator:
         finally:
             await self._release(side)
 
-    async def _send_status(self, conn: UpstreamConnection) -> None:
+    async def _send_status(self, conn: UpstreamConnection, *, reply: bool = False) -> None:
         now_pg_us = self._clock.now_ms() * 1000 - PG_EPOCH_UNIX_US
         acked = self._acked
-        conn.send_copy_data(wire.encode_standby_status(acked, acked, acked, now_pg_us))
+        conn.send_copy_data(wire.encode_standby_status(acked, acked, acked, now_pg_us, reply))
         await conn.flush()
 
 
