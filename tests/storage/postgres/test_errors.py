@@ -263,3 +263,14 @@ async def test_wal_level_not_logical(replica_level_server: PgServer) -> None:
     await _fails("wal_level", validate(info, "p"), "wal_level=replica")
     rep = PgReplicator(info, "p", [])
     await _fails("wal_level", rep.create_slot("never"), "wal_level")
+
+
+async def test_publication_with_a_column_list_is_refused(upstream: Upstream) -> None:
+    await upstream.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "ALTER TABLE t REPLICA IDENTITY FULL",
+        "CREATE PUBLICATION p FOR TABLE t (id, v)",
+        "CREATE PUBLICATION p_some FOR TABLE t (id)",
+    )
+    assert [t.name for t in await validate(upstream.info, "p")] == ["t"]
+    await _fails("missing_publication", validate(upstream.info, "p_some"), "column list")

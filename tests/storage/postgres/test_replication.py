@@ -369,3 +369,25 @@ async def test_closing_the_replicator_ends_a_running_stream(upstream: Upstream, 
         await anext(stream)
     assert err.value.kind == "unreachable"
     await stream.aclose()
+
+
+async def test_tables_outside_the_source_are_skipped(upstream: Upstream, slot: str) -> None:
+    await upstream.execute(
+        "CREATE TABLE mine (id int PRIMARY KEY)",
+        "CREATE TABLE theirs (id int PRIMARY KEY)",
+        "ALTER TABLE mine REPLICA IDENTITY FULL",
+        "CREATE PUBLICATION p FOR TABLE mine, theirs",  # theirs: default identity
+    )
+    tables = await validate(upstream.info, "p", [("public", "mine")])
+    async with PgReplicator(upstream.info, "p", tables) as rep:
+        lsn = await rep.create_slot(slot)
+        async with upstream.sql.transaction():
+            await upstream.execute("INSERT INTO mine VALUES (1)", "INSERT INTO theirs VALUES (1)")
+        await upstream.execute(
+            "UPDATE theirs SET id = 2", "DELETE FROM theirs", "INSERT INTO mine VALUES (2)"
+        )
+        got = await _take_txns(rep, slot, lsn, 2)
+    assert [[(c.table.name, c.row, c.diff) for c in t.changes] for t in got] == [
+        [("mine", (1,), 1)],
+        [("mine", (2,), 1)],
+    ]
