@@ -391,3 +391,19 @@ async def test_tables_outside_the_source_are_skipped(upstream: Upstream, slot: s
         [("mine", (1,), 1)],
         [("mine", (2,), 1)],
     ]
+
+
+async def test_abandoned_snapshot_releases_its_session_and_slot(
+    upstream: Upstream, slot: str
+) -> None:
+    tables = await _items_table(upstream, 10_000)
+    async with PgReplicator(upstream.info, "p", tables) as rep:
+        async with rep.snapshot(slot) as snap:
+            async for _table, rows in snap.batches(batch_rows=1000):
+                assert len(rows) == 1000
+                break  # stop midway: the session is closed, nothing else is sent on it
+        assert not await upstream.one(
+            f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        )
+        await rep.drop_slot(slot)
+    assert await _replication_sessions(upstream) == 0

@@ -77,6 +77,9 @@ class UpstreamConnection:
         self.backend_pid = 0
         self.in_copy = False
         self.closed = False
+        self._closing = False
+        #: a query's result is still (partly) unread: no new command may be sent
+        self.busy = False
         # a message taken from the framer by `buffered_copy_data` but not a CopyData
         self._pushed_back: tuple[int, bytes] | None = None
 
@@ -175,7 +178,7 @@ class UpstreamConnection:
     # ------------------------------------------------------------------ I/O
 
     def _send(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self._closing:
             raise SourceError("unreachable", f"connection to {self.where} is closed")
         self._writer.write(data)
 
@@ -224,45 +227,62 @@ class UpstreamConnection:
     async def query_batches(self, sql: str, batch_rows: int = 1000) -> AsyncIterator[QueryResult]:
         """Run one simple query, yielding its rows in batches of at most `batch_rows`.
 
-        The whole result is read even if the consumer stops early (the connection stays in
-        sync); the error of a failed statement is raised after ReadyForQuery.
+        The error of a failed statement is raised after ReadyForQuery. A consumer that stops
+        before ReadyForQuery has been read leaves the session `busy` for good: it can only be
+        closed (`close` reads the rest and discards it). The last batch is yielded after
+        ReadyForQuery, so stopping after it is fine.
         """
-        self._send(m.Query(sql).encode())
+        self._start(sql)
         await self.flush()
         error: wire.ServerError | None = None
         batch: QueryResult = []
-        while True:
-            t, payload = await self._next()
-            if t == ord("D"):
-                batch.append(wire.parse_data_row(payload))
-                if len(batch) >= batch_rows:
-                    yield batch
-                    batch = []
-            elif t == ord("E"):
-                error = wire.parse_error(payload)
-            elif t == ord("Z"):
-                break
-            elif t in (ord("T"), ord("C"), ord("I"), ord("N"), ord("S")):
-                if t == ord("S"):
+        try:
+            while True:
+                t, payload = await self._next()
+                if t == ord("D"):
+                    batch.append(wire.parse_data_row(payload))
+                    if len(batch) >= batch_rows:
+                        yield batch
+                        batch = []
+                elif t == ord("E"):
+                    error = wire.parse_error(payload)
+                elif t == ord("Z"):
+                    self.busy = False
+                    break
+                elif t == ord("S"):
                     name, value, *_ = payload.decode().split("\0")
                     self.parameters[name] = value
-            elif t in (ord("H"), ord("G"), ord("W")):
-                raise SourceError("protocol", f"unexpected COPY response to {sql[:60]!r}")
-            else:
-                raise SourceError("protocol", f"unexpected message {chr(t)!r} in a query result")
+                elif t in (ord("T"), ord("C"), ord("I"), ord("N")):
+                    pass
+                elif t in (ord("H"), ord("G"), ord("W")):
+                    raise SourceError("protocol", f"unexpected COPY response to {sql[:60]!r}")
+                else:
+                    raise SourceError(
+                        "protocol", f"unexpected message {chr(t)!r} in a query result"
+                    )
+        except SourceError:
+            self.abort()  # the stream is broken: drop it
+            raise
         if error is not None:
             raise _from_server(error, sql.split(" ", 1)[0])
         if batch:
             yield batch
 
+    def _start(self, sql: str) -> None:
+        if self.busy:
+            raise SourceError("protocol", "the previous query's result was not read to its end")
+        self._send(m.Query(sql).encode())
+        self.busy = True
+
     async def start_copy_both(self, command: str) -> None:
         """Send `command` (START_REPLICATION) and wait for CopyBothResponse."""
-        self._send(m.Query(command).encode())
+        self._start(command)
         await self.flush()
         while True:
             t, payload = await self._next()
             if t == ord("W"):
                 self.in_copy = True
+                self.busy = False
                 return
             if t == ord("E"):
                 err = wire.parse_error(payload)
@@ -270,6 +290,7 @@ class UpstreamConnection:
                 with contextlib.suppress(SourceError):
                     while (await self._next())[0] != ord("Z"):
                         pass
+                    self.busy = False
                 raise _from_server(err, "START_REPLICATION")
             if t in (ord("N"), ord("S")):
                 continue
@@ -320,8 +341,9 @@ class UpstreamConnection:
 
     async def close(self) -> None:
         """End the session and wait (bounded) until the server has hung up."""
-        if self.closed:
+        if self.closed or self._closing:
             return
+        self._closing = True
         try:
             if self.in_copy:
                 self._writer.write(m.CopyDone().encode())

@@ -146,8 +146,8 @@ class PgReplicator:
     async def snapshot(self, slot: str) -> AsyncIterator[SnapshotReader]:
         """Create logical slot `slot` and open its snapshot for reading.
 
-        The slot stays when the block ends (also on error: drop it with `drop_slot` and start
-        again if the snapshot was not used).
+        The slot stays when the block ends (also on error, or when the batches were not read
+        to the end: drop it with `drop_slot` and start again if the snapshot was not used).
         """
         conn = await self._open()
         try:
@@ -157,7 +157,8 @@ class PgReplicator:
             )
             lsn = parse_lsn(rows[0][1] or "")
             yield SnapshotReader(conn, slot, lsn, self.tables)
-            await conn.query("COMMIT")
+            if not conn.busy:  # else the reader was abandoned midway: close() discards the rest
+                await conn.query("COMMIT")
         finally:
             await self._release(conn)
 
@@ -301,7 +302,8 @@ class PgReplicator:
         While streaming this is a standby status update on the stream's session; otherwise
         the slot (`slot`, default: the one streamed last) is advanced with
         ``pg_replication_slot_advance``. Acknowledging a position at or before one already
-        acknowledged does nothing.
+        acknowledged does nothing. If the slot is busy (our own stream still shutting down,
+        or another process), the position is kept and sent when this replicator next streams.
         """
         slot = slot or self._slot
         if slot is None:
@@ -323,6 +325,9 @@ class PgReplicator:
                 f"FROM pg_replication_slots WHERE slot_name = {quote_literal(slot)} "
                 f"AND confirmed_flush_lsn < {quote_literal(format_lsn(lsn))}::pg_lsn",
             )
+        except SourceError as exc:
+            if exc.kind != "slot_in_use":
+                raise
         finally:
             await self._release(side)
 
