@@ -131,6 +131,9 @@ class Change:
     row: Row
     diff: int
 
+    def __repr__(self) -> str:
+        return f"Change({self.table.qualified}, {self.row!r}, {self.diff:+d})"
+
 
 @dataclass(frozen=True)
 class Txn:
