@@ -407,3 +407,14 @@ async def test_abandoned_snapshot_releases_its_session_and_slot(
         )
         await rep.drop_slot(slot)
     assert await _replication_sessions(upstream) == 0
+
+
+async def test_identify_system(upstream: Upstream) -> None:
+    async with PgReplicator(upstream.info, "p", []) as rep:
+        info = await rep.identify_system()
+        again = await rep.identify_system()
+    assert info.system_id == str(
+        await upstream.one("SELECT system_identifier FROM pg_control_system()")
+    )
+    assert info.timeline == 1 and info.database == upstream.info.database
+    assert 0 < info.wal_position <= again.wal_position

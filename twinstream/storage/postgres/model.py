@@ -16,6 +16,7 @@ __all__ = [
     "Progress",
     "Row",
     "SourceError",
+    "SystemInfo",
     "Txn",
     "UpstreamTable",
     "format_lsn",
@@ -151,6 +152,18 @@ class Txn:
     #: Commit time, microseconds since the Unix epoch (upstream's clock).
     commit_time_us: int
     changes: tuple[Change, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    """IDENTIFY_SYSTEM: which cluster this is (a restored or replaced upstream has another
+    `system_id`, and LSNs recorded against the old one mean nothing there)."""
+
+    system_id: str
+    timeline: int
+    #: Current WAL flush position of the upstream.
+    wal_position: Lsn
+    database: str
 
 
 @dataclass(frozen=True)

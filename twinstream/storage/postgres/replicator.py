@@ -29,6 +29,7 @@ from twinstream.storage.postgres.model import (
     Progress,
     Row,
     SourceError,
+    SystemInfo,
     Txn,
     UpstreamTable,
     format_lsn,
@@ -192,6 +193,17 @@ class PgReplicator:
                 raise
         finally:
             await self._release(conn)
+
+    async def identify_system(self) -> SystemInfo:
+        """IDENTIFY_SYSTEM on a replication session."""
+        conn = await self._open()
+        try:
+            ((system_id, timeline, position, database),) = await conn.query("IDENTIFY_SYSTEM")
+        finally:
+            await self._release(conn)
+        return SystemInfo(
+            system_id or "", int(timeline or 0), parse_lsn(position or ""), database or ""
+        )
 
     async def slot_position(self, slot: str) -> Lsn | None:
         """The slot's confirmed flush LSN (what upstream may recycle up to); None if absent."""
