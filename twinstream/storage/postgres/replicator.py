@@ -231,7 +231,8 @@ class PgReplicator:
             raise RuntimeError("this replicator is already streaming")
         conn = await self._open()
         self._stream_conn = conn
-        self._slot = slot
+        if slot != self._slot:  # acks belong to one slot
+            self._slot, self._acked = slot, 0
         self._acked = max(self._acked, start_lsn)
         self._received = start_lsn
         assembler = TxnAssembler(self.tables)
