@@ -3,6 +3,7 @@ and waiting on a condition with a deadline (never a bare sleep as synchronizatio
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
@@ -46,3 +47,18 @@ def wait_for(what: str, cond: Callable[[], bool], env: EnvironmentdProcess | Non
             return
         time.sleep(POLL_S)
     raise AssertionError(f"{what} never happened" + (f"; log:\n{env.log_tail()}" if env else ""))
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def leader_status(env: EnvironmentdProcess) -> str:
+    """The deployment status from the internal API (`IsLeader`, `ReadyToPromote`, ...)."""
+    code, body = get(env.internal_http_port, "/api/leader/status")
+    assert code == 200, body
+    return str(json.loads(body)["status"])
