@@ -20,7 +20,8 @@ _db_counter = itertools.count(1)
 def pg_server() -> Iterator[PgServer]:
     if shutil.which("initdb") is None and shutil.which("pg_ctl") is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
-    server = start_pg_server()
+    # wal_level=logical costs nothing here and lets source tests replicate from it
+    server = start_pg_server(wal_level_logical=True)
     try:
         yield server
     finally:
