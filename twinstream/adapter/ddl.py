@@ -14,6 +14,7 @@ from twinstream.deployment.params import ParamError
 from twinstream.deployment.params import validate as validate_param
 from twinstream.sql import ast
 from twinstream.storage.create import create_secret, create_source
+from twinstream.storage.pg_source import create_connection
 
 if TYPE_CHECKING:
     from twinstream.adapter.session import AdapterSession
@@ -32,6 +33,7 @@ _DDL = (
     ast.AlterSystemReset,
     ast.CreateSource,
     ast.CreateSecret,
+    ast.CreateConnection,
 )
 
 _ITEM_TYPES = {
@@ -94,6 +96,8 @@ async def execute_ddl(s: AdapterSession, stmt: ast.Statement, sql: str) -> str:
         return await create_source(s, stmt, sql, owner, place, _cluster_id(s, stmt.in_cluster))
     if isinstance(stmt, ast.CreateSecret):
         return await create_secret(s, stmt, sql, owner, _place(s, stmt.name))
+    if isinstance(stmt, ast.CreateConnection):
+        return await create_connection(s, stmt, owner, _place(s, stmt.name))
     if isinstance(stmt, ast.CreateDatabase):
         if not await coord.create_database(
             stmt.name, if_not_exists=stmt.if_not_exists, owner=owner

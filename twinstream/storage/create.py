@@ -78,9 +78,12 @@ async def create_source(
         names, make = _load_generator(conn, place[2], sql, common)
     elif isinstance(conn, ast.Webhook):
         names, make = await _webhook(s, conn, place[2], sql, common)
+    elif isinstance(conn, ast.PostgresSourceConnector):
+        from twinstream.storage.pg_source import plan_postgres_source
+
+        names, make = await plan_postgres_source(s, conn, place[2], sql, common)
     else:
-        kind = "POSTGRES" if isinstance(conn, ast.PostgresSourceConnector) else "KAFKA"
-        raise _unsupported(f"CREATE SOURCE ... FROM {kind}")
+        raise _unsupported("CREATE SOURCE ... FROM KAFKA")
     database, schema, _ = place
     refs = await s.coord.create_items(
         database, schema, names, make, if_not_exists=stmt.if_not_exists

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.names import ItemRef
 from twinstream.catalog.fence import FenceError
-from twinstream.storage import generators, status
+from twinstream.storage import generators, pg_source, status
 from twinstream.storage.ingest import Ingestion, IngestionSpec, Writes
 from twinstream.storage.status import SourceStatus
 
@@ -80,6 +80,14 @@ class SourceManager:
             await self._maybe_start(root)
 
     def uninstalled(self, ref: ItemRef) -> None:
+        if self.leader and ref.value.get("source_type") == "postgres":
+            # DROP SOURCE on the leader: release the upstream slot (after the stream ends).
+            connection = self.coord.index.items_by_id.get(str(ref.value.get("connection_id")))
+            if connection is not None:
+                info = pg_source.conn_info(self.coord.index, connection.value)
+                pub, slot = str(ref.value["publication"]), str(ref.value["slot"])
+                assert self.coord._tg is not None
+                self.coord._tg.create_task(pg_source.drop_slot_later(info, pub, slot))
         for root_id in [r for r, ids in self._members.items() if ref.id in ids]:
             self._stop(root_id)
 
@@ -111,7 +119,7 @@ class SourceManager:
     # -- internals -----------------------------------------------------------------------------
 
     def _is_root(self, ref: ItemRef) -> bool:
-        return ref.value.get("source_type") in ("load-generator", "webhook")
+        return ref.value.get("source_type") in ("load-generator", "webhook", "postgres")
 
     def _root_of(self, ref: ItemRef) -> ItemRef | None:
         if self._is_root(ref):
@@ -122,6 +130,7 @@ class SourceManager:
     @staticmethod
     def _ids(root: ItemRef) -> list[str]:
         ids = [str(i) for i in dict(root.value.get("outputs", {})).values()]
+        ids += [str(t["item_id"]) for t in root.value.get("tables", [])]
         if root.value.get("progress_id"):
             ids.append(str(root.value["progress_id"]))
         return ids
@@ -139,10 +148,20 @@ class SourceManager:
             if self._registered(root.id):
                 self._tasks[root.id] = self._spawn(root, self._webhook_running(root))
             return
-        assert kind == "load-generator", kind
         ids = self._ids(root)
         if not all(self._registered(i) for i in ids):
             return  # the remaining outputs are installed next (same catalog transaction)
+
+        async def report(st: SourceStatus, error: str | None) -> None:
+            await self.report(root.id, st, error)
+
+        async def write(writes: Writes) -> int:
+            return await self.coord.committer.write(writes)
+
+        if kind == "postgres":
+            self._tasks[root.id] = self._spawn(root, self._postgres(root, write, report).run())
+            return
+        assert kind == "load-generator", kind
         outputs: dict[str, Any] = dict(root.value["outputs"])
         spec = IngestionSpec(
             source_id=root.id,
@@ -152,16 +171,27 @@ class SourceManager:
             progress=self.coord.tables[str(root.value["progress_id"])],
             tick_s=float(root.value["tick_ms"]) / 1000,
         )
-
-        async def write(writes: Writes) -> int:
-            return await self.coord.committer.write(writes)
-
-        async def report(st: SourceStatus, error: str | None) -> None:
-            await self.report(root.id, st, error)
-
         ingestion = Ingestion(spec, write, report, self.coord.clock)
         self.ingestions[root.id] = ingestion
         self._tasks[root.id] = self._spawn(root, ingestion.run())
+
+    def _postgres(self, root: ItemRef, write: Any, report: Any) -> pg_source.PgIngestion:
+        v = root.value
+        connection = self.coord.index.items_by_id[str(v["connection_id"])]
+        tables = {}
+        for t in v["tables"]:
+            table = pg_source.table_from_value(t)
+            tables[table.oid] = (table, self.coord.tables[str(t["item_id"])])
+        spec = pg_source.PgIngestionSpec(
+            source_id=root.id,
+            name=root.fq(),
+            info=pg_source.conn_info(self.coord.index, connection.value),
+            publication=str(v["publication"]),
+            slot=str(v["slot"]),
+            tables=tables,
+            progress=self.coord.tables[str(v["progress_id"])],
+        )
+        return pg_source.PgIngestion(spec, write, report)
 
     async def _webhook_running(self, root: ItemRef) -> None:
         await self.report(root.id, SourceStatus.RUNNING, None)
