@@ -132,3 +132,69 @@ def test_postgres_bad_input(
         assert sql(env, "SHOW SOURCES")[0] == []
     finally:
         env.stop()
+
+
+def test_postgres_handover_exactly_once(
+    data_dir: Path, pg_url: str, upstream: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A row inserted upstream every 10 ms across a promotion appears exactly once."""
+    import threading
+    import time
+    import urllib.request
+
+    from twinstream.testing.clients import leader_status
+
+    old = EnvironmentdProcess(data_dir, generation=1)
+    new = EnvironmentdProcess(data_dir, generation=2)
+    old.start()
+    stop = threading.Event()
+    inserted: list[int] = []
+
+    def writer() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            n = 10_000
+            while not stop.is_set():
+                conn.execute("INSERT INTO t VALUES (%s, 'w')", (n,))
+                inserted.append(n)
+                n += 1
+                stop.wait(0.01)  # the upstream's insert pace
+
+    thread = threading.Thread(target=writer, daemon=True)
+    try:
+        sql(
+            old,
+            "CREATE SECRET pgpass AS ''",
+            _connection_sql(pg_url),
+            "CREATE SOURCE s FROM POSTGRES CONNECTION pg (PUBLICATION 'p') FOR ALL TABLES",
+        )
+        wait_for("snapshot", lambda: len(rows(old)) >= 1000, old)
+        thread.start()
+        new.start()
+        wait_for("ReadyToPromote", lambda: leader_status(new) == "ReadyToPromote", new)
+        wait_for("the new one follows", lambda: len(rows(new)) > 1000 + 5, new)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{new.internal_http_port}/api/leader/promote", method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert resp.status == 200
+        wait_for("IsLeader", lambda: leader_status(new) == "IsLeader", new)
+        assert old.proc is not None
+        old.proc.wait(timeout=30)
+        after = len(inserted)
+        wait_for("new leader ingests", lambda: len(inserted) >= after + 30)
+        stop.set()
+        thread.join(timeout=30)
+        deadline = time.monotonic() + 60
+        want = set(range(1, 1001)) | set(inserted)
+        while time.monotonic() < deadline:
+            got = [r[0] for r in rows(new)]
+            if set(got) == want:
+                break
+            time.sleep(0.05)
+        got = [r[0] for r in rows(new)]
+        assert len(got) == len(set(got)), "a row appeared twice"
+        assert set(got) == want, f"missing: {sorted(want - set(got))[:10]}"
+    finally:
+        stop.set()
+        old.stop()
+        new.stop()
