@@ -198,3 +198,31 @@ def test_postgres_handover_exactly_once(
         stop.set()
         old.stop()
         new.stop()
+
+
+def test_postgres_stalls_with_error(
+    data_dir: Path, pg_url: str, upstream: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """An upstream that breaks after CREATE SOURCE: the source reports `stalled` with the
+    error and keeps retrying; nothing already ingested is lost."""
+    env = EnvironmentdProcess(data_dir)
+    env.start()
+    try:
+        sql(
+            env,
+            "CREATE SECRET pgpass AS ''",
+            _connection_sql(pg_url),
+            "CREATE SOURCE s FROM POSTGRES CONNECTION pg (PUBLICATION 'p') FOR ALL TABLES",
+        )
+        wait_for("snapshot", lambda: len(rows(env)) == 1000, env)
+        upstream.execute("DROP PUBLICATION p")
+        upstream.execute("INSERT INTO t VALUES (5000, 'x')")
+
+        def stalled() -> bool:
+            got = sql(env, "SELECT status, error FROM mz_internal.mz_source_statuses")[0]
+            return len(got) == 1 and got[0][0] == "stalled" and "publication" in str(got[0][1])
+
+        wait_for("stalled with the error", stalled, env)
+        assert len(rows(env)) == 1000
+    finally:
+        env.stop()

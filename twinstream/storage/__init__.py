@@ -1,5 +1,4 @@
-"""twinstream.storage: sources — load generators and webhooks today (PostgreSQL CDC joins on
-the same framework).
+"""twinstream.storage: sources — load generators, webhooks, PostgreSQL CDC.
 
 A source is one or more persist OUTPUT shards (one per subsource) plus a PROGRESS shard that
 binds upstream offsets to timestamps (reclocking). The leader's ingestion appends data and the
@@ -10,6 +9,7 @@ generation follows the output shards like tables and appends nothing.
 
 Start here: `manager.py` (`SourceManager`: the coordinator's hooks), then `ingest.py` (the
 ingestion loop), `progress.py` (the remap collection), `generators.py` (COUNTER, AUCTION),
-`webhook.py` (the HTTP endpoint), `status.py` (`mz_source_statuses`), `create.py` (CREATE
-SOURCE / CREATE SECRET -> catalog items). See doc/design/sources.md.
+`webhook.py` (the HTTP endpoint), `pg_source.py` (PostgreSQL sources over the CDC library in
+`postgres/`), `status.py` (`mz_source_statuses`), `create.py` (CREATE SOURCE / CREATE SECRET
+-> catalog items). See doc/design/sources.md.
 """
