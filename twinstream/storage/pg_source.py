@@ -5,13 +5,15 @@ Reclocking is the same as for load generators, with the upstream LSN as the offs
 progress binding is the LSN from which the stream resumes (a snapshot's consistent point, a
 transaction's `end_lsn`, or a `Progress` mark). The initial snapshot is committed in ONE
 group commit with its binding; then every upstream transaction is committed whole (all its
-changes at one timestamp) with its `end_lsn`, and only then acknowledged upstream. Only the
+changes at one timestamp; the transactions already received while the previous commit was in
+flight go together in one commit) with its `end_lsn`, and only then acknowledged upstream. Only the
 leader talks to the replication slot; a read-only generation follows the output shards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +44,13 @@ if TYPE_CHECKING:
     from twinstream.adapter.session import AdapterSession
 
 log = logging.getLogger(__name__)
+
+#: Upstream transactions committed together at most (each stays whole, at one timestamp).
+MAX_TXNS_PER_COMMIT = 1000
+#: Items read ahead from the replication stream while a commit is in flight.
+MAX_QUEUED_ITEMS = 10_000
+#: A replication stream open this long without an error counts as running.
+STREAM_HEALTHY_S = 1.0
 
 #: Upstream error kind -> the SQLSTATE CREATE SOURCE / CREATE CONNECTION answers with.
 _KIND_SQLSTATE = {
@@ -269,29 +278,29 @@ class PgIngestion:
         self.report = report
         self.binding = Binding(0, False)
         self.transactions = 0
+        self._status: tuple[SourceStatus, str | None] | None = None
 
     async def run(self) -> None:
         backoff = RETRY_BACKOFF_MIN_S
-        stalled = False
         while True:
             try:
-                await self._session(on_running=self._running if stalled else None)
+                await self._session()
             except FenceError:
                 log.info("ingestion of %s stops at the fence", self.spec.name)
                 return
             except Exception as e:  # upstream trouble or an unknown commit outcome
                 log.warning("ingestion of %s stalled: %s", self.spec.name, e)
-                if not stalled:
-                    stalled = True
-                    await self._report_quietly(SourceStatus.STALLED, str(e))
+                await self._set_status(SourceStatus.STALLED, str(e))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
                 continue
 
-    async def _running(self) -> None:
-        await self._report_quietly(SourceStatus.RUNNING, None)
-
-    async def _report_quietly(self, st: SourceStatus, error: str | None) -> None:
+    async def _set_status(self, st: SourceStatus, error: str | None) -> None:
+        """Record a status when it changes (running only once the stream has proven itself:
+        it delivered something, or stayed up for STREAM_HEALTHY_S)."""
+        if self._status == (st, error):
+            return
+        self._status = (st, error)
         try:
             await self.report(st, error)
         except FenceError:
@@ -305,7 +314,7 @@ class PgIngestion:
         await self.write(writes)
         self.binding = Binding(new_lsn, True)
 
-    async def _session(self, on_running: Callable[[], Awaitable[None]] | None) -> None:
+    async def _session(self) -> None:
         spec = self.spec
         self.binding = await durable_binding(spec.progress)
         tables = [t for t, _s in spec.tables.values()]
@@ -320,26 +329,67 @@ class PgIngestion:
                     lsn = snap.lsn
                 await self._commit(changes, max(lsn, 1))
                 log.info("snapshot of %s committed at %x", spec.name, lsn)
-            if on_running is not None:
-                await on_running()
-            else:
-                await self._report_quietly(SourceStatus.RUNNING, None)
+                await self._set_status(SourceStatus.RUNNING, None)
             stream = rep.stream(spec.slot, start_lsn=self.binding.offset)
-            try:
+            queue: asyncio.Queue[Txn | Progress] = asyncio.Queue(MAX_QUEUED_ITEMS)
+
+            async def pump() -> None:
                 async for item in stream:
-                    if isinstance(item, Txn):
-                        txn_changes: dict[str, list[tuple[Row, Diff]]] = {}
-                        for ch in item.changes:
-                            shard = spec.tables[ch.table.oid][1]
-                            txn_changes.setdefault(shard.shard_id, []).append((ch.row, ch.diff))
-                        await self._commit(txn_changes, item.end_lsn)
-                        self.transactions += 1
-                        await rep.ack(item.end_lsn)
-                    elif isinstance(item, Progress) and item.lsn > self.binding.offset:
-                        await self._commit({}, item.lsn)
-                        await rep.ack(item.lsn)
+                    await queue.put(item)
+
+            pump_task = asyncio.create_task(pump(), name=f"pg-stream-{spec.source_id}")
+            try:
+                while True:
+                    await self._commit_ready(rep, queue, pump_task)
             finally:
+                pump_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await pump_task
                 await stream.aclose()  # type: ignore[attr-defined]
+
+    async def _commit_ready(
+        self,
+        rep: PgReplicator,
+        queue: asyncio.Queue[Txn | Progress],
+        pump_task: asyncio.Task[None],
+    ) -> None:
+        """Wait for the next item, then commit it with every item already queued behind it
+        (whole transactions only, in commit order) in ONE group commit, then ack."""
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, pump_task}, timeout=STREAM_HEALTHY_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # the stream is up and quiet: healthy
+                await self._set_status(SourceStatus.RUNNING, None)
+                await asyncio.wait({getter, pump_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if not getter.done() or getter.cancelled():
+            pump_task.result()  # the stream ended or failed: raise why
+            raise SourceError("protocol", "the replication stream ended")
+        items = [getter.result()]
+        while len(items) < MAX_TXNS_PER_COMMIT and not queue.empty():
+            items.append(queue.get_nowait())
+        changes: dict[str, list[tuple[Row, Diff]]] = {}
+        new_lsn = self.binding.offset
+        txns = 0
+        for item in items:
+            if isinstance(item, Txn):
+                for ch in item.changes:
+                    shard = self.spec.tables[ch.table.oid][1]
+                    changes.setdefault(shard.shard_id, []).append((ch.row, ch.diff))
+                new_lsn = max(new_lsn, item.end_lsn)
+                txns += 1
+            else:
+                new_lsn = max(new_lsn, item.lsn)
+        if new_lsn <= self.binding.offset:
+            return
+        await self._commit(changes, new_lsn)
+        self.transactions += txns
+        await rep.ack(new_lsn)
+        await self._set_status(SourceStatus.RUNNING, None)
 
 
 async def drop_slot_later(info: PgConnInfo, publication: str, slot: str) -> None:
