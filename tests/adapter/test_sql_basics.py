@@ -75,7 +75,7 @@ def test_error_sqlstates_leave_session_usable(envd: EnvironmentdProcess) -> None
             ("SELECT 'abc'::int", psycopg.errors.InvalidTextRepresentation),
             ("CREATE TABLE errs (b int)", psycopg.errors.DuplicateTable),
             ("INSERT INTO errs VALUES (NULL)", psycopg.errors.NotNullViolation),
-            ("CREATE SOURCE s FROM LOAD GENERATOR COUNTER", psycopg.errors.FeatureNotSupported),
+            ("CREATE SOURCE s FROM LOAD GENERATOR TPCH", psycopg.errors.FeatureNotSupported),
         ]
         for sql, err in cases:
             with pytest.raises(err):

@@ -26,6 +26,7 @@ from twinstream.catalog import DurableCatalog, Transaction
 from twinstream.clock import Clock
 from twinstream.persist import CriticalReadHandle, OpaqueMismatch, PersistClient, Shard
 from twinstream.persist.types import Diff, Row
+from twinstream.storage.manager import SourceManager, has_shard
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Coordinator:
         self._leader = asyncio.Event()
         if not self.config.read_only:
             self._leader.set()
+        #: Sources: ingestion, statuses (their shards are mirrored like tables).
+        self.storage = SourceManager(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -203,6 +206,7 @@ class Coordinator:
         # Last: until every table is registered, writes keep failing with the retryable 25006.
         self.config.read_only = False
         self._leader.set()
+        await self.storage.promoted()
 
     def _opaque(self) -> tuple[int, int]:
         token = self.catalog.token
@@ -244,6 +248,7 @@ class Coordinator:
                     raise
 
     async def _bootstrap(self) -> None:
+        await self.storage.bootstrap()
         state = self.catalog.state
         for db_id in sorted(state.entries("database"), key=_id_order):
             self.engine.create_database(self.index.database_names[db_id])
@@ -256,8 +261,13 @@ class Coordinator:
         self.system.refresh(self.index, self.sessions)
 
     async def _install_item(self, ref: ItemRef, *, load: bool) -> None:
-        """Create an item's engine objects (and for tables, mirror + group commit)."""
-        if ref.type == "table":
+        """Create an item's engine objects (and for tables and source collections, mirror +
+        group commit)."""
+        await self._install_engine_item(ref, load=load)
+        await self.storage.installed(ref)
+
+    async def _install_engine_item(self, ref: ItemRef, *, load: bool) -> None:
+        if has_shard(ref):
             cols = [(c["name"], c["type"]) for c in ref.columns]
             self.engine.create_table(ref.database, ref.schema, ref.name, cols)
             shard = self.persist.open(ref.value["shard_id"])
@@ -451,8 +461,51 @@ class Coordinator:
             await self._install_item(ref, load=False)
             return ref
 
+    async def create_items(
+        self,
+        database: str,
+        schema: str,
+        names: list[str],
+        make: Callable[[list[str]], list[dict[str, Any]]],
+        *,
+        if_not_exists: bool = False,
+    ) -> list[ItemRef] | None:
+        """Create several items in one catalog transaction (a source and its subsources).
+        `make(ids)` returns their values given their allocated ids (so they can name each
+        other); None if the first name exists and `if_not_exists`."""
+        async with self._ddl_lock:
+            s_id = self.index.require_schema(database, schema)
+            for i, name in enumerate(names):
+                if (database, schema, name) in self.index.items:
+                    if i == 0 and if_not_exists:
+                        return None
+                    raise AdapterError(E.DUPLICATE_TABLE, f'relation "{name}" already exists')
+            if len(set(names)) != len(names):
+                raise AdapterError(E.DUPLICATE_TABLE, f"duplicate names in {names}")
+            new_ids: list[str] = []
+
+            def build(txn: Transaction) -> None:
+                ids = [txn.allocate_id("item") for _ in names]
+                new_ids.extend(ids)
+                for item_id, name, value in zip(ids, names, make(ids), strict=True):
+                    full = dict(value, name=name, schema_id=s_id)
+                    txn.insert("item", item_id, full)
+                    txn.audit(
+                        "create",
+                        str(full["type"]),
+                        {"name": f"{database}.{schema}.{name}", "id": item_id},
+                        self.clock.now_ms(),
+                    )
+
+            await self._commit(build)
+            refs = [self.index.items_by_id[i] for i in new_ids]
+            for ref in refs:
+                await self._install_item(ref, load=False)
+            return refs
+
     def _uninstall(self, ref: ItemRef) -> None:
-        if ref.type == "table":
+        self.storage.uninstalled(ref)
+        if has_shard(ref):
             self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
             self._holds.pop(ref.id, None)
             self._followers.pop(ref.id, None)
@@ -475,7 +528,7 @@ class Coordinator:
                 for dep in self.index.dependents(ref.id):
                     if dep.id in to_drop:
                         continue
-                    if not cascade:
+                    if not cascade and dep.value.get("parent_id") != ref.id:
                         raise AdapterError(
                             E.DEPENDENT_OBJECTS,
                             f'cannot drop {_kind_word(ref.type)} "{ref.name}" because other '

@@ -13,6 +13,8 @@ from twinstream.adapter.types import lookup
 from twinstream.deployment.params import ParamError
 from twinstream.deployment.params import validate as validate_param
 from twinstream.sql import ast
+from twinstream.storage.create import create_secret, create_source
+from twinstream.storage.pg_source import create_connection
 
 if TYPE_CHECKING:
     from twinstream.adapter.session import AdapterSession
@@ -29,6 +31,9 @@ _DDL = (
     ast.Drop,
     ast.AlterSystemSet,
     ast.AlterSystemReset,
+    ast.CreateSource,
+    ast.CreateSecret,
+    ast.CreateConnection,
 )
 
 _ITEM_TYPES = {
@@ -86,6 +91,13 @@ async def execute_ddl(s: AdapterSession, stmt: ast.Statement, sql: str) -> str:
         return await _create_view(s, stmt, sql, owner)
     if isinstance(stmt, ast.CreateIndex):
         return await _create_index(s, stmt, sql, owner)
+    if isinstance(stmt, ast.CreateSource):
+        place = _place(s, stmt.name)
+        return await create_source(s, stmt, sql, owner, place, _cluster_id(s, stmt.in_cluster))
+    if isinstance(stmt, ast.CreateSecret):
+        return await create_secret(s, stmt, sql, owner, _place(s, stmt.name))
+    if isinstance(stmt, ast.CreateConnection):
+        return await create_connection(s, stmt, owner, _place(s, stmt.name))
     if isinstance(stmt, ast.CreateDatabase):
         if not await coord.create_database(
             stmt.name, if_not_exists=stmt.if_not_exists, owner=owner
@@ -293,6 +305,13 @@ async def _drop(s: AdapterSession, stmt: ast.Drop) -> str:
                 raise AdapterError(E.UNDEFINED_TABLE, f'{word} "{name}" does not exist')
             if ref.type != want:
                 raise AdapterError(E.WRONG_OBJECT_TYPE, f'"{ref.name}" is not a {kind.value}')
+            parent = coord.index.items_by_id.get(str(ref.value.get("parent_id")))
+            if parent is not None:
+                raise AdapterError(
+                    E.DEPENDENT_OBJECTS,
+                    f'cannot drop subsource "{ref.name}": it belongs to source "{parent.name}"',
+                    hint=f'DROP SOURCE "{parent.name}" drops it too.',
+                )
             await coord.drop_items([ref], cascade=stmt.cascade)
     return tag
 

@@ -196,7 +196,11 @@ class GroupCommitter:
         self.stats.last_ts = ts
         if not batch:
             self.stats.empty_ticks += 1
+        # A writer may have been cancelled meanwhile (a dropped source's ingestion, a gone
+        # client): its write is durable anyway, and the loop must not die of it.
         for p in batch:
-            p.done.set_result(ts)
+            if not p.done.done():
+                p.done.set_result(ts)
         for r in regs:
-            r.done.set_result(ts)
+            if not r.done.done():
+                r.done.set_result(ts)

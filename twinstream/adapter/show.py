@@ -80,6 +80,8 @@ def execute_show(s: AdapterSession, stmt: ast.Statement) -> tuple[list[Column], 
                 and (want is None or r.type == want)
                 and (stmt.like is None or _like(r.name, stmt.like))
             )
+            if kind == "sources":  # Materialize's columns: name, type, cluster
+                return _show_sources(s, database, schema, stmt.like)
             return [Column("name", 25)], rows
         raise AdapterError(E.FEATURE_NOT_SUPPORTED, f"SHOW {stmt.object_type} is not supported")
     if isinstance(stmt, ast.ShowColumns):
@@ -99,3 +101,19 @@ def _like(name: str, pattern: str) -> bool:
 
     regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
     return re.fullmatch(regex, name) is not None
+
+
+def _show_sources(
+    s: AdapterSession, database: str, schema: str, like: str | None
+) -> tuple[list[Column], Rows]:
+    index = s.coord.index
+    clusters = {c_id: name for name, c_id in index.clusters.items()}
+    rows = sorted(
+        (r.name, r.value.get("source_type"), clusters.get(str(r.value.get("cluster_id"))))
+        for r in index.items_by_id.values()
+        if r.database == database
+        and r.schema == schema
+        and r.type == "source"
+        and (like is None or _like(r.name, like))
+    )
+    return [Column("name", 25), Column("type", 25), Column("cluster", 25)], rows

@@ -179,3 +179,12 @@ async def pgwire(opts: BenchOptions) -> dict[str, Any]:
 )
 async def upgrade(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("upgrade_bench", opts)
+
+
+@register(
+    "sources",
+    "PostgreSQL CDC rows/s and end-to-end lag vs the upstream's insert rate; load generator "
+    "rows/s; webhook appends/s vs single-row INSERTs.",
+)
+async def sources(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("sources_bench", opts)

@@ -1,5 +1,6 @@
 """`twinstream environmentd`: one environment process — catalog, coordinator, SQL (pgwire),
-HTTP (webhooks, later) and the internal HTTP API (leader status, metrics).
+public HTTP (`--http-listen`: webhook sources) and the internal HTTP API (leader status,
+metrics).
 
 Start here: `run_environmentd(EnvironmentdConfig(...))`. It exits 0 when fenced out by a newer
 generation (so a supervisor does not restart it in a loop) and on SIGTERM after sending every
@@ -40,6 +41,7 @@ from twinstream.persist.urls import default_blob_url, default_consensus_url
 from twinstream.pgwire.backend import ConnectionContext
 from twinstream.pgwire.keys import GenerationKeyAllocator
 from twinstream.pgwire.server import PgWireServer
+from twinstream.storage.webhook import MAX_BODY_BYTES, webhook_routes
 
 log = logging.getLogger("twinstream.environmentd")
 
@@ -143,6 +145,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             loop.add_signal_handler(sig, stop.set)
     tasks: set[asyncio.Task[None]] = {asyncio.create_task(coord.serve(), name="coordinator")}
     runner: web.AppRunner | None = None
+    public: web.AppRunner | None = None
     try:
         await _wait_ready(coord, next(iter(tasks)))
         if read_only:
@@ -164,12 +167,14 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             deployment.advance(DeploymentState.IS_LEADER)
         await server.start()
         runner, internal_port = await _start_internal_http(config, coord, deployment)
+        public, http_port = await _start_public_http(config, coord)
         _ports_file(config).write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
                     "sql_port": server.port,
                     "internal_http_port": internal_port,
+                    "http_port": http_port,
                     "generation": generation,
                 }
             )
@@ -205,6 +210,8 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         await server.shutdown()
         if runner is not None:
             await runner.cleanup()
+        if public is not None:
+            await public.cleanup()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -243,6 +250,19 @@ async def _wait_ready(coord: Coordinator, coord_task: asyncio.Task[None]) -> Non
         ready.cancel()
         coord_task.result()  # raises what stopped it
         raise RuntimeError("coordinator stopped during bootstrap")
+
+
+async def _start_public_http(
+    config: EnvironmentdConfig, coord: Coordinator
+) -> tuple[web.AppRunner, int]:
+    """The public listener: webhook sources (`/api/webhook/<db>/<schema>/<source>`)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    webhook_routes(app, coord)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http_listen[0], config.http_listen[1])
+    await site.start()
+    return runner, int(runner.addresses[0][1])
 
 
 async def _start_internal_http(

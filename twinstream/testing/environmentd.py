@@ -37,6 +37,7 @@ class EnvironmentdProcess:
     proc: subprocess.Popen[bytes] | None = None
     sql_port: int = 0
     internal_http_port: int = 0
+    http_port: int = 0
 
     @property
     def ports_file(self) -> Path:
@@ -100,6 +101,7 @@ class EnvironmentdProcess:
                 if info and info.get("pid") == self.proc.pid:
                     self.sql_port = int(info["sql_port"])
                     self.internal_http_port = int(info["internal_http_port"])
+                    self.http_port = int(info.get("http_port", 0))
                     return
             time.sleep(0.02)
         self.kill9()
