@@ -345,7 +345,7 @@ class PgIngestion:
                 pump_task.cancel()
                 with contextlib.suppress(BaseException):
                     await pump_task
-                await stream.aclose()  # type: ignore[attr-defined]
+                await stream.aclose()
 
     async def _commit_ready(
         self,
