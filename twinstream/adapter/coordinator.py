@@ -242,13 +242,20 @@ class Coordinator:
         return laggards
 
     async def _compute_laggards(self, allowed_lag_ms: int, cutoff_ms: int, now: int) -> list[str]:
-        """Materialized views: our write frontier W (max over our replicas) vs the live
-        frontier L, the output shard's upper (the leader's sinks move it)."""
+        """Materialized views and indexes: our write frontier W (max over our replicas) vs
+        the live frontier L: a view's output shard upper (the leader's sinks move it); for
+        an index, the minimum upper of its dataflow's inputs (nobody writes its output)."""
         laggards = []
+        live_of: dict[str, int] = {}
         for item_id, mirror in self.mviews.mirrors.items():
+            live_of[item_id] = await mirror.shard.upper()
+        for item_id, (_cluster, desc) in list(self.compute.dataflows.items()):
+            if item_id in self.index_dataflows and desc.inputs:
+                uppers = [await self.persist.open(s).upper() for s in desc.inputs.values()]
+                live_of[item_id] = min(uppers)
+        for item_id, live in live_of.items():
             ref = self.index.items_by_id.get(item_id)
             name = ref.fq() if ref is not None else item_id
-            live = await mirror.shard.upper()
             if live + cutoff_ms <= now:
                 continue
             ours = await self.compute.collection_frontier(item_id)
@@ -261,10 +268,10 @@ class Coordinator:
         return laggards
 
     async def hydrated(self) -> bool:
-        """Every table follower and every materialized view (on some replica) hydrated."""
+        """Every table follower, materialized view and index (on some replica) hydrated."""
         if not all(f.hydrated.is_set() for f in self._followers.values()):
             return False
-        for item_id in self.mviews.mirrors:
+        for item_id in [*self.mviews.mirrors, *self.index_dataflows]:
             if not (await self.compute.collection_frontier(item_id)).hydrated:
                 return False
         return True
