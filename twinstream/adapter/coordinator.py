@@ -19,11 +19,21 @@ from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.group_commit import GroupCommitter, TableWrites
+from twinstream.adapter.indexes import INDEX_HISTORY_MS, index_desc
+from twinstream.adapter.mviews import MaterializedViews, output_shard_id
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
 from twinstream.catalog import DurableCatalog, Transaction
 from twinstream.clock import Clock
+from twinstream.compute.replica import LocalReplica
+from twinstream.controller.compute import (
+    ComputeController,
+    ManagedReplica,
+    ReplicaFactory,
+    ReplicaSpec,
+)
+from twinstream.controller.frontiers import PUBLISH_INTERVAL_S, FrontierPublisher
 from twinstream.persist import CriticalReadHandle, OpaqueMismatch, PersistClient, Shard
 from twinstream.persist.types import Diff, Row
 from twinstream.storage.manager import SourceManager, has_shard
@@ -63,6 +73,8 @@ class Coordinator:
         oracle: TimestampOracle,
         clock: Clock,
         config: CoordinatorConfig | None = None,
+        *,
+        replica_factory: ReplicaFactory | None = None,
     ) -> None:
         self.persist = persist
         self.catalog = catalog
@@ -81,6 +93,18 @@ class Coordinator:
         self._holds: dict[str, CriticalReadHandle] = {}  # item id -> our critical read hold
         self.sessions: dict[int, SessionInfo] = {}
         self.system = SystemTables(self.engine)
+        self.compute = ComputeController(
+            replica_factory or self._local_replica, read_only=self.config.read_only
+        )
+        self.mviews = MaterializedViews(self.engine, persist, self.compute)
+        self.frontier_publisher = FrontierPublisher(persist, clock)
+        #: Installed index dataflows (index item id -> cluster id); see adapter/indexes.py.
+        self.index_dataflows: dict[str, str] = {}
+        #: Leader: table item id -> a timestamp no older than its newest write (index peeks
+        #: of a table may read at any time since then; see `adapter/indexes.py`).
+        self.table_write_ts: dict[str, int] = {}
+        #: SELECTs answered by an index peek (a metric; see adapter/indexes.py).
+        self.index_peeks = 0
         self.ready = asyncio.Event()
         self._ddl_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
@@ -103,17 +127,67 @@ class Coordinator:
         A read-only coordinator bootstraps followers instead and waits for `promote`; then it
         runs exactly like a leader that booted writable (no restart).
         """
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            if not self.config.read_only:
-                self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
-            await self._bootstrap()
-            self.ready.set()
-            if self.config.read_only:
-                await self._leader.wait()
-            assert self._commit_task is not None
-            tg.create_task(self._compaction_loop(), name="table-since-downgrades")
-            await self._commit_task
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                if not self.config.read_only:
+                    self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
+                await self._bootstrap()
+                tg.create_task(self._frontier_loop(), name="compute-frontiers")
+                self.ready.set()
+                if self.config.read_only:
+                    await self._leader.wait()
+                assert self._commit_task is not None
+                tg.create_task(self._compaction_loop(), name="table-since-downgrades")
+                await self._commit_task
+        finally:
+            with contextlib.suppress(Exception):
+                await self.compute.close()
+
+    def _local_replica(self, spec: ReplicaSpec, read_only: bool) -> ManagedReplica:
+        """The default replica factory: an in-process replica on our persist client."""
+        return LocalReplica(self.persist, spec.name, read_only=read_only)
+
+    async def _sync_compute(self) -> None:
+        """Make the compute controller's replicas the catalog's."""
+        state = self.catalog.state
+        clusters = {k: v["name"] for k, v in state.entries("cluster").items()}
+        specs = [
+            ReplicaSpec(v["cluster_id"], r_id, f"{clusters[v['cluster_id']]}-replica-{r_id}")
+            for r_id, v in state.entries("cluster_replica").items()
+            if v["cluster_id"] in clusters
+        ]
+        await self.compute.sync_replicas(specs)
+
+    async def _frontier_loop(self) -> None:
+        """Every `PUBLISH_INTERVAL_S`: `_frontier_tick`. A failure (say, a remote replica
+        that does not answer) is logged and retried; it never stops the coordinator."""
+        while True:
+            try:
+                await self._frontier_tick()
+            except Exception as e:
+                log.warning("compute frontier refresh failed: %s", e)
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+
+    async def _frontier_tick(self) -> None:
+        """Refresh mz_cluster_replica_frontiers / mz_hydration_statuses, let indexes forget
+        old history; the leader also publishes the frontiers durably
+        (`controller/frontiers.py`)."""
+        frontiers = await self.compute.frontiers()
+        rows = {
+            (obj, rep, f.write_frontier) for obj, per in frontiers.items() for rep, f in per.items()
+        }
+        self.system.refresh_compute(
+            sorted(rows),
+            sorted((o, r, f.hydrated) for o, per in frontiers.items() for r, f in per.items()),
+        )
+        for index_id in list(self.index_dataflows):
+            per = frontiers.get(index_id, {})
+            front = max((f.write_frontier for f in per.values()), default=0)
+            if front > INDEX_HISTORY_MS:
+                await self.compute.allow_compaction(index_id, front - INDEX_HISTORY_MS)
+        if self._leader.is_set():
+            await self.frontier_publisher.publish(set(rows))
 
     # -- read-only mode and promotion ------------------------------------------------------------
 
@@ -136,7 +210,8 @@ class Coordinator:
         gone = [ref for i, ref in old.items_by_id.items() if i not in new.items_by_id]
         for ref in sorted(gone, key=lambda r: _id_order(r.id), reverse=True):
             with contextlib.suppress(Exception):
-                self._uninstall(ref)
+                await self._uninstall(ref)
+        await self._sync_compute()
         added = [ref for i, ref in new.items_by_id.items() if i not in old.items_by_id]
         for ref in sorted(added, key=lambda r: _id_order(r.id)):
             await self._install_item(ref, load=True)
@@ -170,7 +245,43 @@ class Coordinator:
             lag = live - follower.frontier
             if lag > allowed_lag_ms:
                 laggards.append(f"{name}: {lag} ms behind")
+        laggards += await self._compute_laggards(allowed_lag_ms, cutoff_ms, now)
         return laggards
+
+    async def _compute_laggards(self, allowed_lag_ms: int, cutoff_ms: int, now: int) -> list[str]:
+        """Materialized views and indexes: our write frontier W (max over our replicas) vs
+        the live frontier L: a view's output shard upper (the leader's sinks move it); for
+        an index, the minimum upper of its dataflow's inputs (nobody writes its output)."""
+        laggards = []
+        live_of: dict[str, int] = {}
+        for item_id, mirror in self.mviews.mirrors.items():
+            live_of[item_id] = await mirror.shard.upper()
+        for item_id, (_cluster, desc) in list(self.compute.dataflows.items()):
+            if item_id in self.index_dataflows and desc.inputs:
+                uppers = [await self.persist.open(s).upper() for s in desc.inputs.values()]
+                live_of[item_id] = min(uppers)
+        for item_id, live in live_of.items():
+            ref = self.index.items_by_id.get(item_id)
+            name = ref.fq() if ref is not None else item_id
+            if live + cutoff_ms <= now:
+                continue
+            ours = await self.compute.collection_frontier(item_id)
+            if not ours.hydrated:
+                laggards.append(f"{name}: not hydrated")
+                continue
+            lag = live - ours.write_frontier
+            if lag > allowed_lag_ms:
+                laggards.append(f"{name}: {lag} ms behind")
+        return laggards
+
+    async def hydrated(self) -> bool:
+        """Every table follower, materialized view and index (on some replica) hydrated."""
+        if not all(f.hydrated.is_set() for f in self._followers.values()):
+            return False
+        for item_id in [*self.mviews.mirrors, *self.index_dataflows]:
+            if not (await self.compute.collection_frontier(item_id)).hydrated:
+                return False
+        return True
 
     async def promote(self, writable: DurableCatalog) -> None:
         """Become the leader in place. `writable` is the catalog opened writable (which
@@ -185,6 +296,8 @@ class Coordinator:
         """
         assert self.config.read_only, "promote() on a coordinator that is already a leader"
         await self.reconcile(writable)
+        # Fenced the old generation (the writable open): our sinks may write now.
+        await self.compute.allow_writes()
         self.oracle = TimestampOracle(self.persist.consensus, self.clock)
         self.committer.oracle = self.oracle
         self.committer.confirm_leadership = writable.confirm_leadership
@@ -203,6 +316,7 @@ class Coordinator:
         for item_id, shard in self.tables.items():
             self._holds[item_id] = await self._take_hold(shard)
             await self.committer.register(shard)
+            self.table_write_ts[item_id] = max(await shard.upper() - 1, 0)
         # Last: until every table is registered, writes keep failing with the retryable 25006.
         self.config.read_only = False
         self._leader.set()
@@ -256,6 +370,7 @@ class Coordinator:
             loc = self.index.schema_names.get(s_id)
             if loc is not None:
                 self.engine.create_schema(*loc)
+        await self._sync_compute()
         for ref in sorted(self.index.items_by_id.values(), key=lambda r: _id_order(r.id)):
             await self._install_item(ref, load=True)
         self.system.refresh(self.index, self.sessions)
@@ -281,15 +396,22 @@ class Coordinator:
                     follower.run(), name=f"follow-{ref.id}"
                 )
                 return
-            if load:
-                upper = await shard.upper()
-                if upper > 0:
-                    rows = await shard.snapshot(upper - 1)
-                    self.engine.apply(table, len(cols), rows)
+            upper = await shard.upper()
+            self.table_write_ts[ref.id] = max(upper - 1, 0)
+            if load and upper > 0:
+                rows = await shard.snapshot(upper - 1)
+                self.engine.apply(table, len(cols), rows)
             self._holds[ref.id] = await self._take_hold(shard)
             await self.committer.register(shard)
+        elif self.mviews.is_incremental(ref):
+            assert self._tg is not None
+            await self.mviews.install(self.index, ref, self._tg)
         elif ref.type in ("view", "materialized_view"):
             self.engine.create_view(ref.database, ref.schema, ref.name, ref.value["duck_sql"])
+        elif ref.type == "index" and "key_columns" in ref.value:
+            cluster_id = str(ref.value["cluster_id"])
+            await self.compute.create_dataflow(cluster_id, index_desc(self.index, ref))
+            self.index_dataflows[ref.id] = cluster_id
 
     def _apply_commit(self, ts: int, writes: TableWrites) -> None:
         """Group commit made `writes` durable at `ts`: mirror them before acknowledging."""
@@ -299,6 +421,7 @@ class Coordinator:
             if item_id is None:
                 continue  # dropped while its write was in flight
             ref = self.index.items_by_id[item_id]
+            self.table_write_ts[item_id] = ts
             self.engine.apply(
                 fqn(ref.database, ref.schema, ref.name), len(ref.columns), _consolidate(rows)
             )
@@ -335,6 +458,23 @@ class Coordinator:
         """STRICT SERIALIZABLE: no older than any acknowledged write."""
         return await self.oracle.read_ts()
 
+    async def local_read_timestamp(self) -> int:
+        """Like `read_timestamp`, without a consensus read when we are the leader: every
+        write this process acknowledged committed at or below group commit's last timestamp
+        (the engine's table mirror relies on the same fact)."""
+        last = self.committer.stats.last_ts
+        if self._leader.is_set() and not self.config.read_only and last:
+            return int(last)
+        return await self.read_timestamp()
+
+    async def wait_views_readable(self, deps: list[ItemRef]) -> None:
+        """The read barrier for materialized views a query reads (`mviews.wait_readable`):
+        tables are mirrored up to every acknowledged write already; views follow their
+        output shards, so wait until those pass the read timestamp."""
+        views = self.mviews.read_set(self.index, deps)
+        if views:
+            await self.mviews.wait_readable(views, await self.read_timestamp())
+
     async def explain_timestamp(self, deps: list[ItemRef]) -> list[tuple[str]]:
         ts = await self.read_timestamp()
         lines = [f"                query timestamp: {ts:>13}", "", "source frontiers:"]
@@ -366,6 +506,7 @@ class Coordinator:
         await self.catalog.commit(txn)
         self.index = CatalogIndex(self.catalog.state)
         self.system.refresh(self.index, self.sessions)
+        await self._sync_compute()
 
     @contextlib.asynccontextmanager
     async def ddl(self) -> Any:
@@ -446,6 +587,8 @@ class Coordinator:
                 full = dict(value, name=name, schema_id=s_id)
                 if full["type"] == "table":
                     full["shard_id"] = f"table-{item_id}"
+                elif full["type"] == "materialized_view" and "names" in full:
+                    full["shard_id"] = output_shard_id(item_id)
                 txn.insert("item", item_id, full)
                 txn.audit(
                     "create",
@@ -456,7 +599,7 @@ class Coordinator:
 
             await self._commit(build)
             if replaced is not None:
-                self._uninstall(replaced)
+                await self._uninstall(replaced)
             ref = self.index.items_by_id[new_id[0]]
             await self._install_item(ref, load=False)
             return ref
@@ -503,9 +646,14 @@ class Coordinator:
                 await self._install_item(ref, load=False)
             return refs
 
-    def _uninstall(self, ref: ItemRef) -> None:
+    async def _uninstall(self, ref: ItemRef) -> None:
         self.storage.uninstalled(ref)
-        if has_shard(ref):
+        if self.mviews.is_incremental(ref):
+            await self.mviews.uninstall(ref)
+        elif ref.type == "index":
+            if self.index_dataflows.pop(ref.id, None) is not None:
+                await self.compute.drop_dataflow(ref.id)
+        elif has_shard(ref):
             self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
             self._holds.pop(ref.id, None)
             self._followers.pop(ref.id, None)
@@ -556,7 +704,7 @@ class Coordinator:
             await self._commit(build)
             for ref in reversed(order):
                 with contextlib.suppress(Exception):
-                    self._uninstall(ref)
+                    await self._uninstall(ref)
 
     async def drop_schema(self, database: str, name: str, *, cascade: bool) -> None:
         s_id = self.index.require_schema(database, name)
@@ -672,7 +820,7 @@ class Coordinator:
             await self._commit(build)
             for ref in users:
                 with contextlib.suppress(Exception):
-                    self._uninstall(ref)
+                    await self._uninstall(ref)
 
     async def drop_cluster_replica(self, cluster: str, name: str, *, if_exists: bool) -> None:
         async with self._ddl_lock:
