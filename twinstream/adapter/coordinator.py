@@ -19,11 +19,20 @@ from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.group_commit import GroupCommitter, TableWrites
+from twinstream.adapter.mviews import MaterializedViews, output_shard_id
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
 from twinstream.catalog import DurableCatalog, Transaction
 from twinstream.clock import Clock
+from twinstream.compute.replica import LocalReplica
+from twinstream.controller.compute import (
+    ComputeController,
+    ManagedReplica,
+    ReplicaFactory,
+    ReplicaSpec,
+)
+from twinstream.controller.frontiers import PUBLISH_INTERVAL_S, FrontierPublisher
 from twinstream.persist import CriticalReadHandle, OpaqueMismatch, PersistClient, Shard
 from twinstream.persist.types import Diff, Row
 
@@ -62,6 +71,8 @@ class Coordinator:
         oracle: TimestampOracle,
         clock: Clock,
         config: CoordinatorConfig | None = None,
+        *,
+        replica_factory: ReplicaFactory | None = None,
     ) -> None:
         self.persist = persist
         self.catalog = catalog
@@ -80,6 +91,11 @@ class Coordinator:
         self._holds: dict[str, CriticalReadHandle] = {}  # item id -> our critical read hold
         self.sessions: dict[int, SessionInfo] = {}
         self.system = SystemTables(self.engine)
+        self.compute = ComputeController(
+            replica_factory or self._local_replica, read_only=self.config.read_only
+        )
+        self.mviews = MaterializedViews(self.engine, persist, self.compute)
+        self.frontier_publisher = FrontierPublisher(persist, clock)
         self.ready = asyncio.Event()
         self._ddl_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
@@ -100,17 +116,58 @@ class Coordinator:
         A read-only coordinator bootstraps followers instead and waits for `promote`; then it
         runs exactly like a leader that booted writable (no restart).
         """
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            if not self.config.read_only:
-                self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
-            await self._bootstrap()
-            self.ready.set()
-            if self.config.read_only:
-                await self._leader.wait()
-            assert self._commit_task is not None
-            tg.create_task(self._compaction_loop(), name="table-since-downgrades")
-            await self._commit_task
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                if not self.config.read_only:
+                    self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
+                await self._bootstrap()
+                tg.create_task(self._frontier_loop(), name="compute-frontiers")
+                self.ready.set()
+                if self.config.read_only:
+                    await self._leader.wait()
+                assert self._commit_task is not None
+                tg.create_task(self._compaction_loop(), name="table-since-downgrades")
+                await self._commit_task
+        finally:
+            with contextlib.suppress(Exception):
+                await self.compute.close()
+
+    def _local_replica(self, spec: ReplicaSpec, read_only: bool) -> ManagedReplica:
+        """The default replica factory: an in-process replica on our persist client."""
+        return LocalReplica(self.persist, spec.name, read_only=read_only)
+
+    async def _sync_compute(self) -> None:
+        """Make the compute controller's replicas the catalog's."""
+        state = self.catalog.state
+        clusters = {k: v["name"] for k, v in state.entries("cluster").items()}
+        specs = [
+            ReplicaSpec(v["cluster_id"], r_id, f"{clusters[v['cluster_id']]}-replica-{r_id}")
+            for r_id, v in state.entries("cluster_replica").items()
+            if v["cluster_id"] in clusters
+        ]
+        await self.compute.sync_replicas(specs)
+
+    async def _frontier_loop(self) -> None:
+        """Refresh mz_cluster_replica_frontiers / mz_hydration_statuses; the leader also
+        publishes the frontiers durably (`controller/frontiers.py`)."""
+        while True:
+            frontiers = await self.compute.frontiers()
+            rows = {
+                (obj, rep, f.write_frontier)
+                for obj, per in frontiers.items()
+                for rep, f in per.items()
+            }
+            self.system.refresh_compute(
+                sorted(rows),
+                sorted((o, r, f.hydrated) for o, per in frontiers.items() for r, f in per.items()),
+            )
+            if self._leader.is_set():
+                try:
+                    await self.frontier_publisher.publish(set(rows))
+                except Exception as e:  # publication is best effort; never stop serving
+                    log.warning("publishing compute frontiers failed: %s", e)
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
 
     # -- read-only mode and promotion ------------------------------------------------------------
 
@@ -133,7 +190,8 @@ class Coordinator:
         gone = [ref for i, ref in old.items_by_id.items() if i not in new.items_by_id]
         for ref in sorted(gone, key=lambda r: _id_order(r.id), reverse=True):
             with contextlib.suppress(Exception):
-                self._uninstall(ref)
+                await self._uninstall(ref)
+        await self._sync_compute()
         added = [ref for i, ref in new.items_by_id.items() if i not in old.items_by_id]
         for ref in sorted(added, key=lambda r: _id_order(r.id)):
             await self._install_item(ref, load=True)
@@ -167,7 +225,36 @@ class Coordinator:
             lag = live - follower.frontier
             if lag > allowed_lag_ms:
                 laggards.append(f"{name}: {lag} ms behind")
+        laggards += await self._compute_laggards(allowed_lag_ms, cutoff_ms, now)
         return laggards
+
+    async def _compute_laggards(self, allowed_lag_ms: int, cutoff_ms: int, now: int) -> list[str]:
+        """Materialized views: our write frontier W (max over our replicas) vs the live
+        frontier L, the output shard's upper (the leader's sinks move it)."""
+        laggards = []
+        for item_id, mirror in self.mviews.mirrors.items():
+            ref = self.index.items_by_id.get(item_id)
+            name = ref.fq() if ref is not None else item_id
+            live = await mirror.shard.upper()
+            if live + cutoff_ms <= now:
+                continue
+            ours = await self.compute.collection_frontier(item_id)
+            if not ours.hydrated:
+                laggards.append(f"{name}: not hydrated")
+                continue
+            lag = live - ours.write_frontier
+            if lag > allowed_lag_ms:
+                laggards.append(f"{name}: {lag} ms behind")
+        return laggards
+
+    async def hydrated(self) -> bool:
+        """Every table follower and every materialized view (on some replica) hydrated."""
+        if not all(f.hydrated.is_set() for f in self._followers.values()):
+            return False
+        for item_id in self.mviews.mirrors:
+            if not (await self.compute.collection_frontier(item_id)).hydrated:
+                return False
+        return True
 
     async def promote(self, writable: DurableCatalog) -> None:
         """Become the leader in place. `writable` is the catalog opened writable (which
@@ -182,6 +269,8 @@ class Coordinator:
         """
         assert self.config.read_only, "promote() on a coordinator that is already a leader"
         await self.reconcile(writable)
+        # Fenced the old generation (the writable open): our sinks may write now.
+        await self.compute.allow_writes()
         self.oracle = TimestampOracle(self.persist.consensus, self.clock)
         self.committer.oracle = self.oracle
         self.committer.confirm_leadership = writable.confirm_leadership
@@ -251,6 +340,7 @@ class Coordinator:
             loc = self.index.schema_names.get(s_id)
             if loc is not None:
                 self.engine.create_schema(*loc)
+        await self._sync_compute()
         for ref in sorted(self.index.items_by_id.values(), key=lambda r: _id_order(r.id)):
             await self._install_item(ref, load=True)
         self.system.refresh(self.index, self.sessions)
@@ -278,6 +368,9 @@ class Coordinator:
                     self.engine.apply(table, len(cols), rows)
             self._holds[ref.id] = await self._take_hold(shard)
             await self.committer.register(shard)
+        elif self.mviews.is_incremental(ref):
+            assert self._tg is not None
+            await self.mviews.install(self.index, ref, self._tg)
         elif ref.type in ("view", "materialized_view"):
             self.engine.create_view(ref.database, ref.schema, ref.name, ref.value["duck_sql"])
 
@@ -325,6 +418,14 @@ class Coordinator:
         """STRICT SERIALIZABLE: no older than any acknowledged write."""
         return await self.oracle.read_ts()
 
+    async def wait_views_readable(self, deps: list[ItemRef]) -> None:
+        """The read barrier for materialized views a query reads (`mviews.wait_readable`):
+        tables are mirrored up to every acknowledged write already; views follow their
+        output shards, so wait until those pass the read timestamp."""
+        views = self.mviews.read_set(self.index, deps)
+        if views:
+            await self.mviews.wait_readable(views, await self.read_timestamp())
+
     async def explain_timestamp(self, deps: list[ItemRef]) -> list[tuple[str]]:
         ts = await self.read_timestamp()
         lines = [f"                query timestamp: {ts:>13}", "", "source frontiers:"]
@@ -356,6 +457,7 @@ class Coordinator:
         await self.catalog.commit(txn)
         self.index = CatalogIndex(self.catalog.state)
         self.system.refresh(self.index, self.sessions)
+        await self._sync_compute()
 
     @contextlib.asynccontextmanager
     async def ddl(self) -> Any:
@@ -436,6 +538,8 @@ class Coordinator:
                 full = dict(value, name=name, schema_id=s_id)
                 if full["type"] == "table":
                     full["shard_id"] = f"table-{item_id}"
+                elif full["type"] == "materialized_view" and "names" in full:
+                    full["shard_id"] = output_shard_id(item_id)
                 txn.insert("item", item_id, full)
                 txn.audit(
                     "create",
@@ -446,13 +550,15 @@ class Coordinator:
 
             await self._commit(build)
             if replaced is not None:
-                self._uninstall(replaced)
+                await self._uninstall(replaced)
             ref = self.index.items_by_id[new_id[0]]
             await self._install_item(ref, load=False)
             return ref
 
-    def _uninstall(self, ref: ItemRef) -> None:
-        if ref.type == "table":
+    async def _uninstall(self, ref: ItemRef) -> None:
+        if self.mviews.is_incremental(ref):
+            await self.mviews.uninstall(ref)
+        elif ref.type == "table":
             self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
             self._holds.pop(ref.id, None)
             self._followers.pop(ref.id, None)
@@ -503,7 +609,7 @@ class Coordinator:
             await self._commit(build)
             for ref in reversed(order):
                 with contextlib.suppress(Exception):
-                    self._uninstall(ref)
+                    await self._uninstall(ref)
 
     async def drop_schema(self, database: str, name: str, *, cascade: bool) -> None:
         s_id = self.index.require_schema(database, name)
@@ -619,7 +725,7 @@ class Coordinator:
             await self._commit(build)
             for ref in users:
                 with contextlib.suppress(Exception):
-                    self._uninstall(ref)
+                    await self._uninstall(ref)
 
     async def drop_cluster_replica(self, cluster: str, name: str, *, if_exists: bool) -> None:
         async with self._ddl_lock:

@@ -8,6 +8,7 @@ from sqlglot import exp
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.mviews import lower_for_create, mirror_type
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.types import lookup
 from twinstream.deployment.params import ParamError
@@ -178,6 +179,12 @@ async def _create_view(
     owner: str,
 ) -> str:
     database, schema, name = _place(s, stmt.name)
+    is_mv = isinstance(stmt, ast.CreateMaterializedView)
+    if is_mv:
+        # Lower first: an unsupported construct is 0A000 and nothing is created.
+        lowered, lowered_names = lower_for_create(
+            s.coord.index, stmt.query, s.database, s.vars.search_path()
+        )
     plan = s.plan(stmt.query)
     duck_sql = plan.duck_sql
     res = await s.coord.engine.query(s.cursor, f"SELECT * FROM ({duck_sql}) AS _q LIMIT 0")
@@ -190,7 +197,6 @@ async def _create_view(
         renames = ", ".join(f'"{o}" AS "{n}"' for o, n in zip(names, stmt.columns, strict=True))
         duck_sql = f"SELECT {renames} FROM ({duck_sql}) AS _q"
         names = list(stmt.columns)
-    is_mv = isinstance(stmt, ast.CreateMaterializedView)
     value: dict[str, Any] = {
         "type": "materialized_view" if is_mv else "view",
         "create_sql": sql,
@@ -203,6 +209,12 @@ async def _create_view(
     if is_mv:
         assert isinstance(stmt, ast.CreateMaterializedView)
         value["cluster_id"] = _cluster_id(s, stmt.in_cluster)
+        # Maintained by a dataflow into an output shard (the coordinator allocates it).
+        value["names"] = lowered_names
+        value["columns"] = [
+            {"name": n, "type": mirror_type(t), "nullable": True}
+            for n, t in zip(stmt.columns or lowered.columns, lowered.types, strict=True)
+        ]
     if isinstance(stmt, ast.CreateView) and stmt.temporary:
         value["temporary_session"] = s.conn_id
     ref = await s.coord.create_item(

@@ -460,6 +460,7 @@ class AdapterSession(Session):
             raise AdapterError(E.FEATURE_NOT_SUPPORTED, "SELECT ... AS OF is not supported yet")
         plan = self.plan(stmt.query)
         if plan.dependencies:  # reads of system catalogs only do not make this a read txn
+            await self.coord.wait_views_readable(plan.dependencies)
             await self._begin_read()
         res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
         columns = [Column(n, oid) for n, oid in _named(plan, res.columns)]

@@ -105,6 +105,18 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("occurred_at_ms", "BIGINT"),
     ],
     "mz_system_parameters": [("name", "VARCHAR"), ("value", "VARCHAR")],
+    # Compute: what this generation's replicas report (refreshed by the coordinator's
+    # frontier loop, not from the catalog; the leader also publishes them durably).
+    "mz_cluster_replica_frontiers": [
+        ("object_id", "VARCHAR"),
+        ("replica_id", "VARCHAR"),
+        ("write_frontier", "BIGINT"),
+    ],
+    "mz_hydration_statuses": [
+        ("object_id", "VARCHAR"),
+        ("replica_id", "VARCHAR"),
+        ("hydrated", "BOOLEAN"),
+    ],
     "mz_sessions": [
         ("id", "VARCHAR"),
         ("connection_id", "BIGINT"),
@@ -116,6 +128,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
 }
 
 NAMES = frozenset(TABLES)
+
+#: Tables not derived from the catalog (`refresh` leaves them alone).
+_NOT_FROM_CATALOG = frozenset({"mz_cluster_replica_frontiers", "mz_hydration_statuses"})
 
 
 def _rows(index: CatalogIndex) -> dict[str, list[tuple[Any, ...]]]:
@@ -189,9 +204,17 @@ class SystemTables:
 
     def refresh(self, index: CatalogIndex, sessions: Mapping[int, SessionInfo]) -> None:
         for name, rows in _rows(index).items():
-            self._fill(name, rows)
+            if name not in _NOT_FROM_CATALOG:
+                self._fill(name, rows)
         self.pg_catalog.refresh(index)
         self.refresh_sessions(sessions)
+
+    def refresh_compute(
+        self, frontiers: list[tuple[Any, ...]], hydration: list[tuple[Any, ...]]
+    ) -> None:
+        """`(object_id, replica_id, write_frontier)` and `(object_id, replica_id, hydrated)`."""
+        self._fill("mz_cluster_replica_frontiers", frontiers)
+        self._fill("mz_hydration_statuses", hydration)
 
     def refresh_sessions(self, sessions: Mapping[int, SessionInfo]) -> None:
         self._fill(

@@ -106,7 +106,7 @@ async def _catch_up(
 
 async def _caught_up(coord: Coordinator, params: ZeroDowntimeParams) -> bool:
     if not params.enable_0dt_caught_up_check:
-        return all(f.hydrated.is_set() for f in coord.followers().values())
+        return await coord.hydrated()
     laggards = await coord.caught_up_laggards(
         allowed_lag_ms=params.with_0dt_caught_up_check_allowed_lag_ms,
         cutoff_ms=params.with_0dt_caught_up_check_cutoff_ms,

@@ -1,0 +1,191 @@
+"""Materialized views in the adapter: lowering at CREATE, dataflows on the compute controller,
+and the output shard mirrored into the query engine for reads.
+
+- `lower_for_create` lowers the view's query (`twinstream.compute.lower`) against the catalog
+  before anything is created: an unsupported construct is 0A000 naming it, other lowering
+  errors keep their SQLSTATE. The names the query used are stored with the item (`names`:
+  `[*parts, item_id]`), so a restarted generation re-lowers the same query against the same
+  items (`relower`) whatever its search path says.
+- `MaterializedViews.install` creates the view's mirror table in DuckDB, follows the output
+  shard into it (a `TableFollower`, as a read-only generation follows tables; here in every
+  generation, since the output is written by a replica, not by this process) and creates the
+  dataflow on every replica of its cluster (`ComputeController`). Its inputs are table
+  shards and upstream views' output shards.
+- `wait_readable` is the read barrier: a read at timestamp T waits until every view it reads
+  has mirrored its output past T (strict serializable: never older than an acknowledged
+  write), or fails after `MV_READ_TIMEOUT_S` naming the view and how far it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from twinstream.adapter import errors as E
+from twinstream.adapter.engine import QueryEngine, fqn
+from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.follower import TableFollower
+from twinstream.adapter.names import SYSTEM_SCHEMAS, CatalogIndex, ItemRef
+from twinstream.adapter.types import lookup
+from twinstream.compute.lower import Lowered, LoweringError, Relation, Unsupported, View, lower
+from twinstream.controller.compute import ComputeController
+from twinstream.controller.protocol import DataflowDesc
+from twinstream.persist import PersistClient
+
+log = logging.getLogger(__name__)
+
+#: How long a read waits for a materialized view to catch up with its timestamp.
+MV_READ_TIMEOUT_S = 30.0
+
+#: Item types stored in a persist shard of their own (readable as a dataflow input).
+SHARD_BACKED = ("table", "materialized_view", "source")
+
+
+def output_shard_id(item_id: str) -> str:
+    return f"mv-{item_id}"
+
+
+def _relation_or_view(ref: ItemRef) -> Relation | View:
+    if ref.type == "view":
+        query = sqlglot.parse_one(str(ref.value["query"]), read="postgres")
+        return View(ref.id, query, tuple(str(c["name"]) for c in ref.columns))
+    if ref.type in SHARD_BACKED and "shard_id" in ref.value:
+        return Relation.from_columns(ref.id, ref.columns)
+    raise Unsupported(f"materialized views over {ref.type.replace('_', ' ')}s are not supported")
+
+
+def lower_for_create(
+    index: CatalogIndex, query: exp.Expr, database: str, search_path: Sequence[str]
+) -> tuple[Lowered, list[list[str]]]:
+    """Lower a new view's query; returns it and the names it resolved (see module docs)."""
+    names: list[list[str]] = []
+
+    def resolve(parts: tuple[str, ...]) -> Relation | View | None:
+        if len(parts) >= 2 and parts[-2] in SYSTEM_SCHEMAS:
+            raise Unsupported(f"materialized views over system catalog {'.'.join(parts)}")
+        ref = index.resolve_item(parts, database, search_path)
+        if ref is None:
+            return None
+        names.append([*parts, ref.id])
+        return _relation_or_view(ref)
+
+    try:
+        lowered = lower(query, resolve)
+    except LoweringError as e:
+        raise AdapterError(e.sqlstate, e.message) from None
+    return lowered, names
+
+
+def relower(index: CatalogIndex, ref: ItemRef) -> Lowered:
+    """Lower a stored view again (boot, reconcile), by the names stored with it."""
+    by_name = {tuple(n[:-1]): n[-1] for n in ref.value.get("names", [])}
+
+    def resolve(parts: tuple[str, ...]) -> Relation | View | None:
+        item_id = by_name.get(parts)
+        dep = index.items_by_id.get(item_id) if item_id is not None else None
+        return None if dep is None else _relation_or_view(dep)
+
+    query = sqlglot.parse_one(str(ref.value["query"]), read="postgres")
+    return lower(query, resolve)
+
+
+def mirror_type(pg_type: str) -> str:
+    """The catalog type of an output column (lowering's `unknown` literals are text)."""
+    try:
+        lookup(pg_type)
+    except AdapterError:
+        return "text"
+    return pg_type
+
+
+class MaterializedViews:
+    """The adapter side of materialized views (see the module docstring)."""
+
+    def __init__(
+        self, engine: QueryEngine, persist: PersistClient, compute: ComputeController
+    ) -> None:
+        self.engine = engine
+        self.persist = persist
+        self.compute = compute
+        #: item id -> the follower mirroring its output shard into the engine.
+        self.mirrors: dict[str, TableFollower] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @staticmethod
+    def is_incremental(ref: ItemRef) -> bool:
+        """Created with an output shard (older catalogs stored DuckDB views)."""
+        return ref.type == "materialized_view" and "shard_id" in ref.value
+
+    async def install(self, index: CatalogIndex, ref: ItemRef, tg: asyncio.TaskGroup) -> None:
+        cols = [(str(c["name"]), str(c["type"])) for c in ref.columns]
+        self.engine.create_table(ref.database, ref.schema, ref.name, cols)
+        shard = self.persist.open(str(ref.value["shard_id"]))
+        follower = TableFollower(
+            self.engine, shard, fqn(ref.database, ref.schema, ref.name), len(cols)
+        )
+        self.mirrors[ref.id] = follower
+        self._tasks[ref.id] = tg.create_task(follower.run(), name=f"mirror-{ref.id}")
+        lowered = relower(index, ref)
+        inputs = {i: str(index.items_by_id[i].value["shard_id"]) for i in lowered.inputs}
+        desc = DataflowDesc(ref.id, lowered.plan, inputs, str(ref.value["shard_id"]))
+        await self.compute.create_dataflow(str(ref.value["cluster_id"]), desc)
+
+    async def uninstall(self, ref: ItemRef) -> None:
+        await self.compute.drop_dataflow(ref.id)
+        self.mirrors.pop(ref.id, None)
+        task = self._tasks.pop(ref.id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
+
+    def read_set(self, index: CatalogIndex, deps: Iterable[ItemRef]) -> list[ItemRef]:
+        """The incremental materialized views a query over `deps` reads (through views)."""
+        out: dict[str, ItemRef] = {}
+        stack = list(deps)
+        seen: set[str] = set()
+        while stack:
+            ref = stack.pop()
+            if ref.id in seen:
+                continue
+            seen.add(ref.id)
+            if self.is_incremental(ref):
+                out[ref.id] = ref
+            elif ref.type == "view":
+                for d in ref.value.get("dependencies", []):
+                    dep = index.items_by_id.get(d)
+                    if dep is not None:
+                        stack.append(dep)
+        return list(out.values())
+
+    async def wait_readable(
+        self, refs: Sequence[ItemRef], ts: int, timeout_s: float = MV_READ_TIMEOUT_S
+    ) -> None:
+        """Wait until every view in `refs` has mirrored its output past `ts` (module docs)."""
+        for ref in refs:
+            follower = self.mirrors.get(ref.id)
+            if follower is None:
+                raise AdapterError(E.UNDEFINED_TABLE, f'materialized view "{ref.name}" is gone')
+            if follower.frontier > ts:
+                continue
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await follower.wait_frontier(ts + 1)
+            except TimeoutError:
+                raise AdapterError(
+                    E.QUERY_CANCELED,
+                    f'materialized view "{ref.name}" did not catch up with the read timestamp '
+                    f"{ts} within {timeout_s:g} s (its frontier is {follower.frontier})",
+                    hint="Check that its cluster has a running replica "
+                    "(mz_cluster_replica_frontiers, mz_hydration_statuses).",
+                ) from None
+
+    def stats(self) -> dict[str, Any]:
+        return {id: f.frontier for id, f in self.mirrors.items()}

@@ -1,0 +1,121 @@
+"""The compute controller: which dataflows run on which cluster replicas, and how far they got.
+
+One per environmentd. The catalog's clusters and replicas (`sync_replicas`) decide the set of
+replicas; each is built by an injected factory (in-process `LocalReplica` by default, a
+`clusterd` client later) and driven through the `Replica` protocol only. Every dataflow of a
+cluster runs on every replica of that cluster (replicas are interchangeable: a collection's
+write frontier is the maximum over replicas, it is hydrated once one replica is).
+
+A read-only generation's controller builds its replicas read-only: dataflows hydrate and keep
+up but their sinks write nothing; `allow_writes` (at promotion) flips every replica in place.
+Creating a dataflow is idempotent per replica, so a controller that re-issues its catalog's
+dataflows reconciles with replicas that kept running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from twinstream.controller.protocol import CollectionFrontier, DataflowDesc, Replica
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """A replica as the catalog describes it."""
+
+    cluster_id: str
+    replica_id: str
+    #: `<cluster>-replica-<id>`: unique, names the process of a `clusterd` replica.
+    name: str
+
+
+class ManagedReplica(Replica, Protocol):
+    """A replica the controller owns: it can shut it down when the catalog drops it."""
+
+    async def close(self) -> None: ...
+
+
+#: Builds a replica (spec, read_only) -> replica.
+ReplicaFactory = Callable[[ReplicaSpec, bool], ManagedReplica]
+
+
+class ComputeController:
+    """See the module docstring."""
+
+    def __init__(self, factory: ReplicaFactory, *, read_only: bool = False) -> None:
+        self.factory = factory
+        self.read_only = read_only
+        self.replicas: dict[str, tuple[ReplicaSpec, ManagedReplica]] = {}
+        #: collection id -> (cluster id, desc): what every replica of the cluster must run.
+        self.dataflows: dict[str, tuple[str, DataflowDesc]] = {}
+
+    # -- replicas ------------------------------------------------------------------------------
+
+    async def sync_replicas(self, specs: Iterable[ReplicaSpec]) -> None:
+        """Make the set of replicas exactly `specs`: new ones get their cluster's dataflows,
+        gone ones are shut down."""
+        want = {s.replica_id: s for s in specs}
+        for r_id in [r for r in self.replicas if r not in want]:
+            _spec, replica = self.replicas.pop(r_id)
+            await replica.close()
+        for r_id, spec in want.items():
+            if r_id in self.replicas:
+                continue
+            replica = self.factory(spec, self.read_only)
+            self.replicas[r_id] = (spec, replica)
+            for cluster_id, desc in list(self.dataflows.values()):
+                if cluster_id == spec.cluster_id:
+                    await replica.create_dataflow(desc)
+
+    def cluster_replicas(self, cluster_id: str) -> list[tuple[ReplicaSpec, ManagedReplica]]:
+        return [(s, r) for s, r in self.replicas.values() if s.cluster_id == cluster_id]
+
+    # -- dataflows -----------------------------------------------------------------------------
+
+    async def create_dataflow(self, cluster_id: str, desc: DataflowDesc) -> None:
+        self.dataflows[desc.id] = (cluster_id, desc)
+        for _spec, replica in self.cluster_replicas(cluster_id):
+            await replica.create_dataflow(desc)
+
+    async def drop_dataflow(self, id: str) -> None:
+        entry = self.dataflows.pop(id, None)
+        if entry is None:
+            return
+        for _spec, replica in self.cluster_replicas(entry[0]):
+            await replica.drop_dataflow(id)
+
+    async def allow_writes(self) -> None:
+        """Promotion: every replica's sinks start writing (in place), and so do new ones."""
+        self.read_only = False
+        for _spec, replica in self.replicas.values():
+            await replica.allow_writes()
+
+    # -- frontiers -----------------------------------------------------------------------------
+
+    async def frontiers(self) -> dict[str, dict[str, CollectionFrontier]]:
+        """collection id -> replica id -> what that replica reports (dataflows of this
+        controller only)."""
+        out: dict[str, dict[str, CollectionFrontier]] = {id: {} for id in self.dataflows}
+        for r_id, (_spec, replica) in self.replicas.items():
+            for id, f in (await replica.frontiers()).items():
+                if id in out:
+                    out[id][r_id] = f
+        return out
+
+    async def collection_frontier(self, id: str) -> CollectionFrontier:
+        """Over the cluster's replicas: the maximum write frontier; hydrated if any is."""
+        per = (await self.frontiers()).get(id, {})
+        return CollectionFrontier(
+            max((f.write_frontier for f in per.values()), default=0),
+            any(f.hydrated for f in per.values()),
+        )
+
+    async def close(self) -> None:
+        for _spec, replica in self.replicas.values():
+            await replica.close()
+        self.replicas.clear()
