@@ -1,0 +1,95 @@
+"""Replicas as `clusterd` processes: the compute controller's factory for them.
+
+    procs = ReplicaProcesses(orchestrator, generation=2, consensus_url=..., blob_url=...)
+    controller = ComputeController(procs.factory, read_only=...)
+
+`factory(spec, read_only)` starts (or adopts) the process `<cluster>-replica-<id>-gen-<G>`
+through the `ProcessOrchestrator` (restarted with backoff when it crashes) and returns a
+`ProcessReplica`: a `RemoteReplica` that follows the process to whatever port it listens on
+after a restart and replays the controller's dataflows to it. `close()` (the catalog dropped
+the replica, or environmentd shuts down) stops the process; a crashed environmentd leaves it
+running, and the next one adopts it and reconciles.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twinstream.controller.compute import ReplicaSpec
+from twinstream.controller.remote import RemoteReplica
+from twinstream.orchestrator.processes import ProcessOrchestrator
+
+
+def process_name(spec_name: str, generation: int) -> str:
+    """`<cluster>-replica-<id>` of generation G -> `<cluster>-replica-<id>-gen-<G>`."""
+    return f"{spec_name}-gen-{generation}"
+
+
+def clusterd_command(
+    name: str,
+    *,
+    consensus_url: str,
+    blob_url: str,
+    read_only: bool,
+    program: list[str] | None = None,
+) -> list[str]:
+    args = [
+        *(program or [sys.executable, "-m", "twinstream"]),
+        "clusterd",
+        "--name",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+        "--consensus",
+        consensus_url,
+        "--blob",
+        blob_url,
+    ]
+    return [*args, "--read-only"] if read_only else args
+
+
+class ProcessReplica(RemoteReplica):
+    """A `RemoteReplica` whose process this environment's orchestrator runs."""
+
+    def __init__(
+        self, orchestrator: ProcessOrchestrator, name: str, command: list[str], *, read_only: bool
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.service = orchestrator.ensure(name, command)
+        # An adopted process may have been started read-only by the generation's earlier
+        # environmentd: a writable controller's replica is told to write on every connect.
+        super().__init__(name, self.service.address, writable=not read_only)
+
+    async def close(self) -> None:
+        await super().close()
+        await self.orchestrator.stop(self.name)
+
+
+class ReplicaProcesses:
+    """Builds `ProcessReplica`s for one generation (see the module docstring)."""
+
+    def __init__(
+        self,
+        orchestrator: ProcessOrchestrator,
+        *,
+        generation: int,
+        consensus_url: str,
+        blob_url: str,
+        program: list[str] | None = None,
+    ) -> None:
+        self.orchestrator = orchestrator
+        self.generation = generation
+        self.consensus_url = consensus_url
+        self.blob_url = blob_url
+        self.program = program
+
+    def factory(self, spec: ReplicaSpec, read_only: bool) -> ProcessReplica:
+        name = process_name(spec.name, self.generation)
+        command = clusterd_command(
+            name,
+            consensus_url=self.consensus_url,
+            blob_url=self.blob_url,
+            read_only=read_only,
+            program=self.program,
+        )
+        return ProcessReplica(self.orchestrator, name, command, read_only=read_only)
