@@ -31,10 +31,12 @@ from twinstream.catalog import (
     read_catalog_generation,
 )
 from twinstream.clock import SYSTEM_CLOCK, Clock
+from twinstream.controller.replica_processes import ReplicaProcesses
 from twinstream.deployment.http_api import leader_routes
 from twinstream.deployment.params import resolve as resolve_params
 from twinstream.deployment.promotion import run_promotion
 from twinstream.deployment.state import Deployment, DeploymentState
+from twinstream.orchestrator.processes import ProcessOrchestrator
 from twinstream.persist import PersistClient
 from twinstream.persist.urls import default_blob_url, default_consensus_url
 from twinstream.pgwire.backend import ConnectionContext
@@ -68,6 +70,8 @@ class EnvironmentdConfig:
     timestamp_interval_s: float = 0.1
     #: 0dt parameters given on the command line or in the environment (name -> text).
     zero_downtime_flags: dict[str, str] = field(default_factory=dict)
+    #: Run each cluster replica as a `twinstream clusterd` process (off: in this process).
+    replica_processes: bool = False
 
 
 def _ports_file(config: EnvironmentdConfig) -> Path:
@@ -115,6 +119,18 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         return _fenced_out(str(e))
     await persist.start_watching()
     oracle = TimestampOracle(persist.consensus, clock, read_only=read_only)
+    orchestrator: ProcessOrchestrator | None = None
+    replica_factory = None
+    if config.replica_processes:
+        # One clusterd per replica of this generation (`-gen-G`), kept running by the
+        # orchestrator; a crashed environmentd's successor adopts them.
+        orchestrator = ProcessOrchestrator(config.data_dir / "clusterd")
+        replica_factory = ReplicaProcesses(
+            orchestrator,
+            generation=generation,
+            consensus_url=config.consensus_url or default_consensus_url(config.data_dir),
+            blob_url=config.blob_url or default_blob_url(config.data_dir),
+        ).factory
     coord = Coordinator(
         persist,
         catalog,
@@ -125,6 +141,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             deploy_generation=generation,
             read_only=read_only,
         ),
+        replica_factory=replica_factory,
     )
 
     def factory(ctx: ConnectionContext) -> AdapterSession:
@@ -210,6 +227,8 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if orchestrator is not None:
+            await orchestrator.stop_all()  # (the coordinator closed its replicas already)
         coord.engine.close()
 
 

@@ -180,6 +180,14 @@ def environmentd_command(
             "Overrides ALTER SYSTEM SET."
         ),
     ] = None,
+    replica_processes: Annotated[
+        bool,
+        typer.Option(
+            "--replica-processes",
+            help="Run each cluster replica as a `twinstream clusterd` process "
+            "(default: in the environmentd process).",
+        ),
+    ] = False,
 ) -> None:
     """Run one environment process: catalog, SQL over pgwire, HTTP APIs."""
     import os
@@ -222,6 +230,7 @@ def environmentd_command(
         internal_http_listen=parse_listen(internal_http_listen),
         internal_api_token=internal_api_token,
         zero_downtime_flags=flags,
+        replica_processes=replica_processes,
     )
     raise typer.Exit(asyncio.run(run_environmentd(config)))
 

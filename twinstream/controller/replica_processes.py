@@ -13,11 +13,22 @@ running, and the next one adopts it and reconciles.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sys
 
 from twinstream.controller.compute import ReplicaSpec
-from twinstream.controller.remote import RemoteReplica
+from twinstream.controller.protocol import CollectionFrontier
+from twinstream.controller.remote import RemoteReplica, ReplicaUnavailable
 from twinstream.orchestrator.processes import ProcessOrchestrator
+
+log = logging.getLogger(__name__)
+
+#: A replica process may take this long to (re)start before a call fails.
+PROCESS_UNAVAILABLE_AFTER_S = 60.0
+#: Pause before re-opening a frontier watch that broke (the process restarting).
+WATCH_RETRY_S = 0.2
 
 
 def process_name(spec_name: str, generation: int) -> str:
@@ -58,9 +69,39 @@ class ProcessReplica(RemoteReplica):
         self.service = orchestrator.ensure(name, command)
         # An adopted process may have been started read-only by the generation's earlier
         # environmentd: a writable controller's replica is told to write on every connect.
-        super().__init__(name, self.service.address, writable=not read_only)
+        super().__init__(
+            name,
+            self.service.address,
+            writable=not read_only,
+            unavailable_after_s=PROCESS_UNAVAILABLE_AFTER_S,
+        )
+        self._frontiers: dict[str, CollectionFrontier] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    async def frontiers(self) -> dict[str, CollectionFrontier]:
+        """What the process last pushed (`watch_frontiers`); never blocks on a replica that
+        is down or restarting — it then reports nothing, not stale progress."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._follow(), name=f"frontiers-{self.name}")
+        return dict(self._frontiers)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async for fs in self.watch_frontiers():
+                    self._frontiers = fs
+            except ReplicaUnavailable as e:
+                log.info("%s: frontier watch interrupted: %s", self.name, e)
+            except Exception as e:  # a bad answer must not end the watch for good
+                log.warning("%s: frontier watch failed: %s: %s", self.name, type(e).__name__, e)
+            self._frontiers = {}
+            await asyncio.sleep(WATCH_RETRY_S)  # retry pause; the next watch reconnects
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await super().close()
         await self.orchestrator.stop(self.name)
 
