@@ -16,7 +16,6 @@ from twinstream.compute.dataflow.plancodec import (
     decode_plan,
     decode_value,
     encode_plan,
-    encode_value,
 )
 from twinstream.compute.runtime import OutputBatch
 from twinstream.controller.protocol import (
@@ -149,7 +148,7 @@ def decode_status(body: Any) -> ReplicaStatus:
 
 
 def encode_updates(updates: list[Update]) -> list[Any]:
-    return [[encode_value(r), t, d] for r, t, d in updates]
+    return [[r, t, d] for r, t, d in updates]  # values packed by `plancodec.value_default`
 
 
 def decode_updates(body: Any) -> list[Update]:
@@ -179,7 +178,7 @@ def decode_batch(body: Any) -> OutputBatch:
 
 
 def encode_rows(rows: list[tuple[Row, Diff]]) -> list[Any]:
-    return [[encode_value(r), d] for r, d in rows]
+    return [[r, d] for r, d in rows]
 
 
 def decode_rows(body: Any) -> list[tuple[Row, Diff]]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from twinstream.compute.dataflow.plancodec import PlanCodecError, ext_hook
+from twinstream.compute.dataflow.plancodec import PlanCodecError, ext_hook, pack_data
 
 #: Wire protocol version, exchanged in the `hello` request.
 PROTOCOL_VERSION = 1
@@ -56,11 +56,12 @@ class Frame:
 
 
 def encode_frame(frame: Frame, *, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
-    """The frame's bytes. The body must already be encoded (plancodec values); a body over
-    `max_bytes` raises `WireError` rather than sending what the peer would refuse."""
+    """The frame's bytes. The body is plain data whose values are row values or already
+    encoded (`plancodec.pack_data`); a body over `max_bytes` raises `WireError` rather than
+    sending what the peer would refuse."""
     assert frame.kind in KINDS, frame.kind
     try:
-        body = msgpack.packb([frame.kind, frame.id, frame.op, frame.body], use_bin_type=True)
+        body = pack_data([frame.kind, frame.id, frame.op, frame.body])
     except (TypeError, ValueError, OverflowError) as e:
         raise WireError(f"cannot encode {frame.op} frame: {e}") from e
     assert isinstance(body, bytes)

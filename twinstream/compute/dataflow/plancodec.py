@@ -157,8 +157,52 @@ def ext_hook(code: int, data: bytes) -> object:
     raise PlanCodecError(f"unknown extension type {code}")
 
 
+def value_default(v: object) -> Any:
+    """msgpack `default` hook: packs the extension value types in place (so rows need no
+    `encode_value` walk); anything else is refused. msgpack hands over ints beyond 64 bits
+    too (or raises OverflowError: `pack_data` then widens them itself)."""
+    t = type(v)
+    if t is int or t is Decimal or t is dt.datetime or t is dt.date or t is dt.time:
+        return encode_value(v)
+    if t is dt.timedelta or t is uuid.UUID:
+        return encode_value(v)
+    raise PlanCodecError(f"cannot encode a value of type {t.__name__}: {v!r}")
+
+
+def _widen(obj: Any) -> Any:
+    """`obj` with every int beyond msgpack's range as EXT_BIGINT (the slow path)."""
+    t = type(obj)
+    if t is int:
+        return encode_value(obj)
+    if t is tuple or t is list:
+        return [_widen(x) for x in obj]
+    if t is dict:
+        return {k: _widen(x) for k, x in obj.items()}
+    return obj
+
+
+def pack_data(obj: Any) -> bytes:
+    """msgpack bytes of `obj`: plain data whose values may be raw row values (see
+    `value_default`) or already encoded (`encode_plan`, `encode_value`)."""
+    try:
+        data = msgpack.packb(obj, use_bin_type=True, default=value_default)
+    except OverflowError:
+        data = msgpack.packb(_widen(obj), use_bin_type=True, default=value_default)
+    assert isinstance(data, bytes)
+    return data
+
+
+#: Types a decoded row value may have (sequences aside).
+_SCALAR_TYPES = frozenset(
+    {type(None), bool, int, float, str, bytes, Decimal, dt.date, dt.datetime, dt.time}
+    | {dt.timedelta, uuid.UUID}
+)
+
+
 def decode_value(v: object) -> Any:
     """The inverse of `encode_value` on unpacked data (sequences are already tuples)."""
+    if type(v) is tuple and all(type(x) in _SCALAR_TYPES for x in v):
+        return v  # a row of scalars: nothing to check or convert
     if isinstance(v, _Ref):
         raise PlanCodecError("a node reference where a value was expected")
     if type(v) is tuple:
