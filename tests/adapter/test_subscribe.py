@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -58,3 +59,52 @@ def test_copy_subscribe_streams_changes(envd: EnvironmentdProcess) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,), "session usable after cancel"
     assert sorted(int(r[3]) for r in seen) == [0, 1, 2, 3, 4]
     assert all(r[2] == "1" for r in seen)
+
+
+def _fetch(sub: psycopg.Connection[tuple[Any, ...]], n: int) -> list[tuple[Any, ...]]:
+    """At least `n` rows (or whatever came within the deadline)."""
+    got: list[tuple[Any, ...]] = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        got += sub.execute("FETCH 100 c WITH (timeout = '1s')").fetchall()
+    return got
+
+
+def test_subscribe_to_views_and_queries(envd: EnvironmentdProcess) -> None:
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE sub_v (a int, b int)")
+        conn.execute("INSERT INTO sub_v VALUES (1, 10), (2, 20)")
+        conn.execute("CREATE MATERIALIZED VIEW sub_mv AS SELECT sum(b) AS s FROM sub_v")
+        conn.execute("CREATE VIEW sub_pv AS SELECT a * 2 AS d FROM sub_v WHERE b > 5")
+    # target -> (snapshot, changes as (diff, value) after inserting (3, 9))
+    targets = {
+        "sub_mv": ([(30,)], [(-1, 30), (1, 39)]),  # materialized view: its output shard
+        "sub_pv": ([(2,), (4,)], [(1, 6)]),  # plain view: a transient dataflow
+        "(SELECT a FROM sub_v WHERE a > 1)": ([(2,)], [(1, 3)]),  # a query
+    }
+    for target, (snapshot, changes) in targets.items():
+        with psycopg.connect(envd.conninfo()) as sub:
+            sub.execute(f"DECLARE c CURSOR FOR SUBSCRIBE {target} WITH (PROGRESS)")
+            rows = [r for r in _fetch(sub, len(snapshot) + 1) if not r[1]]
+            assert sorted(tuple(r[3:]) for r in rows) == snapshot, target
+            assert all(r[2] == 1 for r in rows)
+            with psycopg.connect(envd.conninfo(), autocommit=True) as w:
+                w.execute("INSERT INTO sub_v VALUES (3, 9)")
+            got: list[tuple[Any, ...]] = []
+            deadline = time.monotonic() + 30
+            while len(got) < len(changes) and time.monotonic() < deadline:
+                got += [r for r in _fetch(sub, 1) if not r[1]]
+            assert sorted((r[2], *r[3:]) for r in got) == changes, target
+            progress = [r[0] for r in _fetch(sub, 1) if r[1]]
+            assert progress == sorted(progress) and progress
+            sub.execute("CLOSE c")
+            sub.rollback()
+        with psycopg.connect(envd.conninfo(), autocommit=True) as w:
+            w.execute("DELETE FROM sub_v WHERE a = 3")
+
+
+def test_subscribe_to_an_unsupported_query(envd: EnvironmentdProcess) -> None:
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE sub_u (a int)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="window"):
+            conn.execute("SUBSCRIBE (SELECT row_number() OVER () FROM sub_u)")

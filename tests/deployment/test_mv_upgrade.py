@@ -117,6 +117,7 @@ async def test_read_only_generation_hydrates_views_then_writes_them(tmp_path: Pa
         sql(old, "CREATE TABLE t (k int, v int)")
         sql(old, "INSERT INTO t VALUES (1, 1), (2, 2)")
         sql(old, f"CREATE MATERIALIZED VIEW mv AS {QUERY}")
+        sql(old, "CREATE INDEX t_k ON t (k)")
         ids = dict(sql(old, "SELECT name, id FROM mz_catalog.mz_objects"))
         table_shard, mv_shard = f"table-{ids['t']}", f"mv-{ids['mv']}"
         # Keep every time of both shards readable for the check at the end.
@@ -163,6 +164,9 @@ async def test_read_only_generation_hydrates_views_then_writes_them(tmp_path: Pa
         sql(new, "DELETE FROM t WHERE k = 1")
         assert Counter(sql(new, "SELECT * FROM mv")) == Counter(sql(new, QUERY))
         assert (9, 10, 45) in sql(new, "SELECT * FROM mv")
+        # The index hydrated on the new generation answers point reads, fresh.
+        assert sorted(sql(new, "SELECT v FROM t WHERE k = 9")) == [(i,) for i in range(10)]
+        assert sql(new, "SELECT * FROM t WHERE k = 1") == []
         # Every time of the output's history equals the query over the table at that time.
         times = await history_times(client, mv_shard, since)
         assert len(times) > 10

@@ -19,6 +19,7 @@ from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.group_commit import GroupCommitter, TableWrites
+from twinstream.adapter.indexes import INDEX_HISTORY_MS, index_desc
 from twinstream.adapter.mviews import MaterializedViews, output_shard_id
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
@@ -96,6 +97,13 @@ class Coordinator:
         )
         self.mviews = MaterializedViews(self.engine, persist, self.compute)
         self.frontier_publisher = FrontierPublisher(persist, clock)
+        #: Installed index dataflows (index item id -> cluster id); see adapter/indexes.py.
+        self.index_dataflows: dict[str, str] = {}
+        #: Leader: table item id -> a timestamp no older than its newest write (index peeks
+        #: of a table may read at any time since then; see `adapter/indexes.py`).
+        self.table_write_ts: dict[str, int] = {}
+        #: SELECTs answered by an index peek (a metric; see adapter/indexes.py).
+        self.index_peeks = 0
         self.ready = asyncio.Event()
         self._ddl_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
@@ -162,6 +170,11 @@ class Coordinator:
                 sorted(rows),
                 sorted((o, r, f.hydrated) for o, per in frontiers.items() for r, f in per.items()),
             )
+            for index_id in list(self.index_dataflows):
+                per = frontiers.get(index_id, {})
+                front = max((f.write_frontier for f in per.values()), default=0)
+                if front > INDEX_HISTORY_MS:
+                    await self.compute.allow_compaction(index_id, front - INDEX_HISTORY_MS)
             if self._leader.is_set():
                 try:
                     await self.frontier_publisher.publish(set(rows))
@@ -229,13 +242,20 @@ class Coordinator:
         return laggards
 
     async def _compute_laggards(self, allowed_lag_ms: int, cutoff_ms: int, now: int) -> list[str]:
-        """Materialized views: our write frontier W (max over our replicas) vs the live
-        frontier L, the output shard's upper (the leader's sinks move it)."""
+        """Materialized views and indexes: our write frontier W (max over our replicas) vs
+        the live frontier L: a view's output shard upper (the leader's sinks move it); for
+        an index, the minimum upper of its dataflow's inputs (nobody writes its output)."""
         laggards = []
+        live_of: dict[str, int] = {}
         for item_id, mirror in self.mviews.mirrors.items():
+            live_of[item_id] = await mirror.shard.upper()
+        for item_id, (_cluster, desc) in list(self.compute.dataflows.items()):
+            if item_id in self.index_dataflows and desc.inputs:
+                uppers = [await self.persist.open(s).upper() for s in desc.inputs.values()]
+                live_of[item_id] = min(uppers)
+        for item_id, live in live_of.items():
             ref = self.index.items_by_id.get(item_id)
             name = ref.fq() if ref is not None else item_id
-            live = await mirror.shard.upper()
             if live + cutoff_ms <= now:
                 continue
             ours = await self.compute.collection_frontier(item_id)
@@ -248,10 +268,10 @@ class Coordinator:
         return laggards
 
     async def hydrated(self) -> bool:
-        """Every table follower and every materialized view (on some replica) hydrated."""
+        """Every table follower, materialized view and index (on some replica) hydrated."""
         if not all(f.hydrated.is_set() for f in self._followers.values()):
             return False
-        for item_id in self.mviews.mirrors:
+        for item_id in [*self.mviews.mirrors, *self.index_dataflows]:
             if not (await self.compute.collection_frontier(item_id)).hydrated:
                 return False
         return True
@@ -289,6 +309,7 @@ class Coordinator:
         for item_id, shard in self.tables.items():
             self._holds[item_id] = await self._take_hold(shard)
             await self.committer.register(shard)
+            self.table_write_ts[item_id] = max(await shard.upper() - 1, 0)
         # Last: until every table is registered, writes keep failing with the retryable 25006.
         self.config.read_only = False
         self._leader.set()
@@ -361,11 +382,11 @@ class Coordinator:
                     follower.run(), name=f"follow-{ref.id}"
                 )
                 return
-            if load:
-                upper = await shard.upper()
-                if upper > 0:
-                    rows = await shard.snapshot(upper - 1)
-                    self.engine.apply(table, len(cols), rows)
+            upper = await shard.upper()
+            self.table_write_ts[ref.id] = max(upper - 1, 0)
+            if load and upper > 0:
+                rows = await shard.snapshot(upper - 1)
+                self.engine.apply(table, len(cols), rows)
             self._holds[ref.id] = await self._take_hold(shard)
             await self.committer.register(shard)
         elif self.mviews.is_incremental(ref):
@@ -373,6 +394,10 @@ class Coordinator:
             await self.mviews.install(self.index, ref, self._tg)
         elif ref.type in ("view", "materialized_view"):
             self.engine.create_view(ref.database, ref.schema, ref.name, ref.value["duck_sql"])
+        elif ref.type == "index" and "key_columns" in ref.value:
+            cluster_id = str(ref.value["cluster_id"])
+            await self.compute.create_dataflow(cluster_id, index_desc(self.index, ref))
+            self.index_dataflows[ref.id] = cluster_id
 
     def _apply_commit(self, ts: int, writes: TableWrites) -> None:
         """Group commit made `writes` durable at `ts`: mirror them before acknowledging."""
@@ -382,6 +407,7 @@ class Coordinator:
             if item_id is None:
                 continue  # dropped while its write was in flight
             ref = self.index.items_by_id[item_id]
+            self.table_write_ts[item_id] = ts
             self.engine.apply(
                 fqn(ref.database, ref.schema, ref.name), len(ref.columns), _consolidate(rows)
             )
@@ -417,6 +443,15 @@ class Coordinator:
     async def read_timestamp(self) -> int:
         """STRICT SERIALIZABLE: no older than any acknowledged write."""
         return await self.oracle.read_ts()
+
+    async def local_read_timestamp(self) -> int:
+        """Like `read_timestamp`, without a consensus read when we are the leader: every
+        write this process acknowledged committed at or below group commit's last timestamp
+        (the engine's table mirror relies on the same fact)."""
+        last = self.committer.stats.last_ts
+        if self._leader.is_set() and not self.config.read_only and last:
+            return int(last)
+        return await self.read_timestamp()
 
     async def wait_views_readable(self, deps: list[ItemRef]) -> None:
         """The read barrier for materialized views a query reads (`mviews.wait_readable`):
@@ -558,6 +593,9 @@ class Coordinator:
     async def _uninstall(self, ref: ItemRef) -> None:
         if self.mviews.is_incremental(ref):
             await self.mviews.uninstall(ref)
+        elif ref.type == "index":
+            if self.index_dataflows.pop(ref.id, None) is not None:
+                await self.compute.drop_dataflow(ref.id)
         elif ref.type == "table":
             self.engine.drop_relation("TABLE", ref.database, ref.schema, ref.name)
             self._holds.pop(ref.id, None)

@@ -8,6 +8,7 @@ from sqlglot import exp
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.indexes import check_indexable, key_columns
 from twinstream.adapter.mviews import lower_for_create, mirror_type
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.types import lookup
@@ -237,6 +238,11 @@ async def _create_index(s: AdapterSession, stmt: ast.CreateIndex, sql: str, owne
     keys = [k.sql(dialect="postgres") for k in stmt.keys]
     if stmt.default_index or not keys:
         keys = [c["name"] for c in on.columns]
+        key_cols = tuple(range(len(keys)))
+    else:
+        key_cols = key_columns(on, keys)
+    # Maintained as an arrangement on the cluster: check before anything is created.
+    check_indexable(s.coord.index, on)
     name = stmt.name or f"{on.name}_{'primary' if stmt.default_index else '_'.join(keys)}_idx"
     value: dict[str, Any] = {
         "type": "index",
@@ -244,6 +250,7 @@ async def _create_index(s: AdapterSession, stmt: ast.CreateIndex, sql: str, owne
         "owner": owner,
         "on_id": on.id,
         "keys": keys,
+        "key_columns": list(key_cols),
         "cluster_id": _cluster_id(s, stmt.in_cluster),
         "dependencies": [on.id],
     }

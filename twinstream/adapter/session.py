@@ -25,14 +25,17 @@ from sqlglot import exp
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.coordinator import Coordinator, SessionInfo
+from twinstream.adapter.ddl import _cluster_id as cluster_id
 from twinstream.adapter.ddl import execute_ddl, is_ddl
 from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_changes
 from twinstream.adapter.duck_errors import translate
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.indexes import fast_select
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.plan import PlannedQuery, output_names, qualify
 from twinstream.adapter.show import execute_show
-from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe, subscribe_rows
+from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe
+from twinstream.adapter.subscribe_compute import ComputeSubscribePlan, plan_compute_subscribe
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
 from twinstream.adapter.types import oid_of, oid_of_name
 from twinstream.adapter.vars import SessionVars
@@ -271,11 +274,17 @@ class AdapterSession(Session):
         self._plans[key] = (query, planned)
         return planned
 
-    def _plan_subscribe(self, stmt: ast.Subscribe) -> SubscribePlan:
+    def _plan_subscribe(self, stmt: ast.Subscribe) -> SubscribePlan | ComputeSubscribePlan:
+        """Tables and materialized views from their shard, the rest as a dataflow."""
         if isinstance(stmt.target, ast.QualifiedName):
             ref = self.resolve(stmt.target)
-            return plan_subscribe(stmt, ref, self.coord.tables.get(ref.id))
-        return plan_subscribe(stmt, None, None)
+            shard = self.coord.tables.get(ref.id)
+            mirror = self.coord.mviews.mirrors.get(ref.id)
+            if shard is None and mirror is not None:
+                shard = mirror.shard
+            if shard is not None:
+                return plan_subscribe(stmt, ref, shard)
+        return plan_compute_subscribe(self, stmt, cluster_id(self, None))
 
     def resolve(self, name: ast.QualifiedName) -> ItemRef:
         return self.coord.index.require_item(name.parts, self.database, self.vars.search_path())
@@ -422,7 +431,7 @@ class AdapterSession(Session):
             return await self._copy(stmt, params)
         if isinstance(stmt, ast.Subscribe):
             plan = self._plan_subscribe(stmt)
-            return CopyOutStream(columns=plan.columns(), rows=subscribe_rows(plan))
+            return CopyOutStream(columns=plan.columns(), rows=plan.rows())
         if isinstance(stmt, ast.Declare):
             return await self._declare(stmt, params)
         if isinstance(stmt, ast.Fetch):
@@ -458,6 +467,10 @@ class AdapterSession(Session):
     async def _select(self, stmt: ast.Select, params: list[object]) -> QueryResult:
         if stmt.as_of is not None:
             raise AdapterError(E.FEATURE_NOT_SUPPORTED, "SELECT ... AS OF is not supported yet")
+        if not self.txn.explicit:
+            fast = await fast_select(self, stmt.query, params)  # an index peek (indexes.py)
+            if fast is not None:
+                return fast
         plan = self.plan(stmt.query)
         if plan.dependencies:  # reads of system catalogs only do not make this a read txn
             await self.coord.wait_views_readable(plan.dependencies)
@@ -500,7 +513,7 @@ class AdapterSession(Session):
             raise AdapterError("42P03", f'cursor "{stmt.name}" already exists')
         if isinstance(stmt.statement, ast.Subscribe):
             plan = self._plan_subscribe(stmt.statement)
-            self.subscriptions[stmt.name] = SubscribeCursor(plan.columns(), subscribe_rows(plan))
+            self.subscriptions[stmt.name] = SubscribeCursor(plan.columns(), plan.rows())
             return QueryResult(command_tag="DECLARE CURSOR")
         result = await self._select(stmt.statement, params)
         assert result.columns is not None
@@ -682,7 +695,7 @@ class AdapterSession(Session):
                 del ref
             else:
                 plan = self._plan_subscribe(target)
-                return CopyOutStream(columns=plan.columns(), rows=subscribe_rows(plan))
+                return CopyOutStream(columns=plan.columns(), rows=plan.rows())
             assert result.columns is not None
             return CopyOutStream(columns=result.columns, rows=result.rows)
         if not isinstance(target, ast.QualifiedName):

@@ -1,10 +1,10 @@
-"""SUBSCRIBE over tables: the snapshot at the as-of, then every change as it commits.
+"""SUBSCRIBE over tables and materialized views: the snapshot at the as-of, then every change.
 
 Rows are `(mz_timestamp, mz_diff, columns...)`, or with `WITH (PROGRESS)`
 `(mz_timestamp, mz_progressed, mz_diff, columns...)` plus a progress row (columns NULL) each
-time the frontier moves. Served straight from the table's persist shard (a listen with a
-leased read hold), so it works on a read-only generation too. Views and materialized views
-need the compute layer and are refused with 0A000 for now.
+time the frontier moves. Served straight from the table's (or the view's output) persist
+shard (a listen with a leased read hold), so it works on a read-only generation too. Plain
+views and queries run as transient dataflows (`subscribe_compute.py`).
 """
 
 from __future__ import annotations
@@ -43,14 +43,12 @@ class SubscribePlan:
         cols += [Column(c["name"], oid_of(c["type"])) for c in self.ref.columns]
         return cols
 
+    def rows(self) -> AsyncIterator[tuple[Any, ...]]:
+        return subscribe_rows(self)
 
-def plan_subscribe(stmt: ast.Subscribe, ref: ItemRef | None, shard: Shard | None) -> SubscribePlan:
-    if ref is None or shard is None or ref.type != "table":
-        kind = "a query" if ref is None else ref.type.replace("_", " ")
-        raise AdapterError(
-            E.FEATURE_NOT_SUPPORTED,
-            f"SUBSCRIBE to {kind} is not supported yet (tables only)",
-        )
+
+def parse_options(stmt: ast.Subscribe) -> bool:
+    """Check the options; returns whether PROGRESS was asked for."""
     progress = False
     for opt in stmt.options:
         if opt.name == "progress":
@@ -61,7 +59,12 @@ def plan_subscribe(stmt: ast.Subscribe, ref: ItemRef | None, shard: Shard | None
             )
     if stmt.envelope is not None:
         raise AdapterError(E.FEATURE_NOT_SUPPORTED, "SUBSCRIBE ... ENVELOPE is not supported yet")
-    return SubscribePlan(ref, shard, progress, stmt.as_of, stmt.up_to)
+    return progress
+
+
+def plan_subscribe(stmt: ast.Subscribe, ref: ItemRef, shard: Shard) -> SubscribePlan:
+    """A table or materialized view, read from `shard`."""
+    return SubscribePlan(ref, shard, parse_options(stmt), stmt.as_of, stmt.up_to)
 
 
 async def subscribe_rows(plan: SubscribePlan) -> AsyncIterator[tuple[Any, ...]]:

@@ -276,6 +276,7 @@ async def _start_internal_http(
             f"twinstream_group_commits_total {stats.commits}",
             f"twinstream_group_commit_writes_total {stats.writes}",
             f"twinstream_sessions {len(coord.sessions)}",
+            f"twinstream_index_peeks_total {coord.index_peeks}",
             f"twinstream_deploy_generation {config.deploy_generation}",
         ]
         lines += [

@@ -55,8 +55,10 @@ class _Collection:
         arr = self.arrangement
         if arr is not None:
             if arr.upper == 0 and self.hold is None:
-                # The first batch (hydration): hold its time so peeks/subscribes can read it.
+                # The first batch (hydration): hold its time so peeks/subscribes can read it;
+                # nothing before it is readable (its updates are the contents at its time).
                 self.hold = arr.reader(batch.lower)
+                arr.since = batch.lower
             by_time: dict[int, list[Update]] = {}
             for u in batch.updates:
                 by_time.setdefault(u[1], []).append(u)

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from twinstream.controller.protocol import CollectionFrontier, DataflowDesc, Replica
+from twinstream.controller.protocol import CollectionFrontier, DataflowDesc, PeekError, Replica
+from twinstream.persist.types import Diff, Row
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,26 @@ class ComputeController:
         for _spec, replica in self.replicas.values():
             await replica.allow_writes()
 
+    async def allow_compaction(self, id: str, since: int) -> None:
+        entry = self.dataflows.get(id)
+        if entry is None:
+            return
+        for _spec, replica in self.cluster_replicas(entry[0]):
+            await replica.allow_compaction(id, since)
+
+    async def peek(
+        self, cluster_id: str, id: str, timestamp: int, key: tuple[object, ...] | None
+    ) -> list[tuple[Row, Diff]]:
+        """Peek an arranged collection on a replica of its cluster (hydrated ones first)."""
+        replicas = self.cluster_replicas(cluster_id)
+        if not replicas:
+            raise PeekError("unknown", f"cluster {cluster_id} has no replica")
+        for _spec, replica in replicas:
+            f = (await replica.frontiers()).get(id)
+            if f is not None and f.hydrated:
+                return await replica.peek(id, timestamp, key)
+        return await replicas[0][1].peek(id, timestamp, key)
+
     # -- frontiers -----------------------------------------------------------------------------
 
     async def frontiers(self) -> dict[str, dict[str, CollectionFrontier]]:
@@ -108,11 +129,14 @@ class ComputeController:
         return out
 
     async def collection_frontier(self, id: str) -> CollectionFrontier:
-        """Over the cluster's replicas: the maximum write frontier; hydrated if any is."""
+        """Over the cluster's replicas: the maximum write frontier, hydrated if any is, the
+        earliest as-of."""
         per = (await self.frontiers()).get(id, {})
+        as_ofs = [f.as_of for f in per.values() if f.as_of is not None]
         return CollectionFrontier(
             max((f.write_frontier for f in per.values()), default=0),
             any(f.hydrated for f in per.values()),
+            min(as_ofs) if as_ofs else None,
         )
 
     async def close(self) -> None:
