@@ -184,6 +184,7 @@ def environmentd_command(
         bool,
         typer.Option(
             "--replica-processes",
+            envvar="TWINSTREAM_REPLICA_PROCESSES",
             help="Run each cluster replica as a `twinstream clusterd` process "
             "(default: in the environmentd process).",
         ),
