@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from twinstream.compute.dataflow.plancodec import encode_value
@@ -78,6 +78,7 @@ class _Conn:
         self.waiting: dict[int, asyncio.Queue[Frame | BaseException]] = {}
         self.lock = asyncio.Lock()
         self.closed: BaseException | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.task = asyncio.create_task(self._read(), name="remote-replica-reader")
 
     async def _read(self) -> None:
@@ -126,9 +127,11 @@ class _Conn:
 
     async def request(self, op: str, body: Any = None) -> Any:
         rid, q = self.open()
+        answered = False
         try:
             await self.send(Frame(REQUEST, rid, op, body))
             got = await q.get()
+            answered = True
             if isinstance(got, BaseException):
                 raise got
             if got.kind == OK:
@@ -138,6 +141,21 @@ class _Conn:
             raise M.MessageError(f"unexpected {got.kind} frame for {op}")
         finally:
             self.waiting.pop(rid, None)
+            if not answered and self.closed is None:
+                # Abandoned (the caller was cancelled, e.g. a peek that timed out): tell
+                # the replica to stop working on it, without waiting for the write.
+                self._background(self.send(Frame(CANCEL, rid, op)))
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled():
+                t.exception()  # retrieved: a lost connection here is not news
+
+        task.add_done_callback(done)
 
     async def close(self) -> None:
         self.writer.close()
@@ -299,6 +317,18 @@ class RemoteReplica:
 
     async def frontiers(self) -> dict[str, CollectionFrontier]:
         return M.decode_frontiers(await self._call("frontiers"))
+
+    async def try_frontiers(self, timeout_s: float) -> dict[str, CollectionFrontier] | None:
+        """`frontiers()` over the current connection if there is one and it answers within
+        `timeout_s`; None otherwise (never waits for a reconnect)."""
+        conn = self._conn
+        if conn is None or conn.closed is not None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s):
+                return M.decode_frontiers(await conn.request("frontiers"))
+        except (TimeoutError, _Lost):
+            return None
 
     async def status(self) -> ReplicaStatus:
         return M.decode_status(await self._call("status"))

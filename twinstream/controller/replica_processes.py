@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 PROCESS_UNAVAILABLE_AFTER_S = 60.0
 #: Pause before re-opening a frontier watch that broke (the process restarting).
 WATCH_RETRY_S = 0.2
+#: How long `frontiers()` waits for a connected process before using the pushed ones.
+FRONTIERS_TIMEOUT_S = 2.0
 
 
 def process_name(spec_name: str, generation: int) -> str:
@@ -79,11 +81,14 @@ class ProcessReplica(RemoteReplica):
         self._watch: asyncio.Task[None] | None = None
 
     async def frontiers(self) -> dict[str, CollectionFrontier]:
-        """What the process last pushed (`watch_frontiers`); never blocks on a replica that
-        is down or restarting — it then reports nothing, not stale progress."""
+        """Asked of the process while it is connected (fresh: a dataflow just created is
+        there), else — down or restarting, or not answering within `FRONTIERS_TIMEOUT_S` —
+        what it last pushed (`watch_frontiers`, cleared when the watch breaks): the
+        coordinator's frontier loop never blocks on a dead replica."""
         if self._watch is None:
             self._watch = asyncio.create_task(self._follow(), name=f"frontiers-{self.name}")
-        return dict(self._frontiers)
+        fresh = await self.try_frontiers(FRONTIERS_TIMEOUT_S)
+        return dict(self._frontiers) if fresh is None else fresh
 
     async def _follow(self) -> None:
         while True:
@@ -97,12 +102,16 @@ class ProcessReplica(RemoteReplica):
             self._frontiers = {}
             await asyncio.sleep(WATCH_RETRY_S)  # retry pause; the next watch reconnects
 
-    async def close(self) -> None:
+    async def detach(self) -> None:
+        """Close this client but leave the process running (for a successor to adopt)."""
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await super().close()
+
+    async def close(self) -> None:
+        await self.detach()
         await self.orchestrator.stop(self.name)
 
 

@@ -124,6 +124,12 @@ async def test_clusterd_serves_reconciles_and_survives_bad_clients(
         await replica.peek("u1", t)
     assert e.value.code == "not_arranged"
 
+    # A peek its caller abandons (cancelled) leaves the connection usable.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await replica.peek("i1", tables.upper + 10_000)  # never reached
+    assert (await replica.status()).builds == 2
+
     # A subscription: its batches, applied to its first snapshot, track the index.
     sub = replica.subscribe("i1")
     acc: Counter[Row] = Counter()
@@ -154,7 +160,7 @@ async def test_clusterd_serves_reconciles_and_survives_bad_clients(
     await watch.aclose()  # type: ignore[attr-defined]
 
     # The controller goes away and a new one reconciles: nothing is rebuilt.
-    await replica.disconnect()
+    await replica.detach()  # the process keeps running
     await tables.run(2)
     addr = replica.address()
     assert addr is not None
