@@ -180,7 +180,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         else:
             deployment.advance(DeploymentState.IS_LEADER)
         await server.start()
-        runner, internal_port = await _start_internal_http(config, coord, deployment)
+        runner, internal_port = await _start_internal_http(config, coord, deployment, orchestrator)
         _ports_file(config).write_text(
             json.dumps(
                 {
@@ -265,7 +265,10 @@ async def _wait_ready(coord: Coordinator, coord_task: asyncio.Task[None]) -> Non
 
 
 async def _start_internal_http(
-    config: EnvironmentdConfig, coord: Coordinator, deployment: Deployment
+    config: EnvironmentdConfig,
+    coord: Coordinator,
+    deployment: Deployment,
+    orchestrator: ProcessOrchestrator | None = None,
 ) -> tuple[web.AppRunner, int]:
     app = web.Application()
 
@@ -287,6 +290,10 @@ async def _start_internal_http(
             lines.append(f"twinstream_promotion_duration_ms {deployment.promotion_ms:.3f}")
         for item_id, follower in coord.followers().items():
             lines.append(f'twinstream_follower_frontier{{id="{item_id}"}} {follower.frontier}')
+        for svc in orchestrator.services.values() if orchestrator is not None else ():
+            up = 1 if svc.address() is not None else 0
+            lines.append(f'twinstream_replica_process_up{{name="{svc.name}"}} {up}')
+            lines.append(f'twinstream_replica_process_restarts{{name="{svc.name}"}} {svc.restarts}')
         return "\n".join(lines) + "\n"
 
     leader_routes(

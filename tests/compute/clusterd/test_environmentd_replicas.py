@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,15 @@ def builds(port: int, name: str) -> int:
     return asyncio.run(ask())
 
 
+def metric(envd: EnvironmentdProcess, series: str) -> int | None:
+    url = f"http://127.0.0.1:{envd.internal_http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return int(line.split()[-1])
+    return None
+
+
 def mv_matches(envd: EnvironmentdProcess, expected: list[tuple[Any, ...]]) -> bool:
     with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
         got = sorted(conn.execute("SELECT * FROM totals").fetchall())
@@ -96,13 +106,30 @@ def test_replicas_run_as_processes_and_survive_environmentd(envd: EnvironmentdPr
     assert alive(pid)
     assert builds(port, name) == 1
 
+    # The replica process crashes: environmentd restarts it (counted in its metrics) and
+    # its dataflow is replayed to the new process.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            metric(envd, f'twinstream_replica_process_restarts{{name="{name}"}}') == 1
+            and metric(envd, f'twinstream_replica_process_up{{name="{name}"}}') == 1
+        ),
+        "the replica's restart",
+    )
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (4, 4)")
+    wait_for(lambda: mv_matches(envd, [(1, 15), (2, 7), (4, 4)]), "the view after a crash")
+    info = replica_files(envd.data_dir)[name]
+    assert int(info["pid"]) != pid
+    pid, port = int(info["pid"]), int(info["port"])
+
     # environmentd crashes: the replica keeps running; the next one adopts it, reconciles.
     envd.kill9()
     assert alive(pid)
     envd.start()
     with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
         conn.execute("INSERT INTO t VALUES (2, 1), (3, 3)")
-    wait_for(lambda: mv_matches(envd, [(1, 15), (2, 8), (3, 3)]), "the view after restart")
+    wait_for(lambda: mv_matches(envd, [(1, 15), (2, 8), (3, 3), (4, 4)]), "the view after restart")
     assert replica_files(envd.data_dir)[name]["pid"] == pid  # adopted, not restarted
     assert builds(port, name) == 1  # the dataflow was kept, not rebuilt
 
