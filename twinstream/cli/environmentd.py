@@ -120,17 +120,17 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
     await persist.start_watching()
     oracle = TimestampOracle(persist.consensus, clock, read_only=read_only)
     orchestrator: ProcessOrchestrator | None = None
-    replica_factory = None
+    replica_procs: ReplicaProcesses | None = None
     if config.replica_processes:
         # One clusterd per replica of this generation (`-gen-G`), kept running by the
         # orchestrator; a crashed environmentd's successor adopts them.
         orchestrator = ProcessOrchestrator(config.data_dir / "clusterd")
-        replica_factory = ReplicaProcesses(
+        replica_procs = ReplicaProcesses(
             orchestrator,
             generation=generation,
             consensus_url=config.consensus_url or default_consensus_url(config.data_dir),
             blob_url=config.blob_url or default_blob_url(config.data_dir),
-        ).factory
+        )
     coord = Coordinator(
         persist,
         catalog,
@@ -141,7 +141,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             deploy_generation=generation,
             read_only=read_only,
         ),
-        replica_factory=replica_factory,
+        replica_factory=None if replica_procs is None else replica_procs.factory,
     )
 
     def factory(ctx: ConnectionContext) -> AdapterSession:
@@ -160,8 +160,13 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             loop.add_signal_handler(sig, stop.set)
     tasks: set[asyncio.Task[None]] = {asyncio.create_task(coord.serve(), name="coordinator")}
     runner: web.AppRunner | None = None
+    reconciling: asyncio.Task[dict[str, list[str]]] | None = None
     try:
         await _wait_ready(coord, next(iter(tasks)))
+        if replica_procs is not None:
+            # Bootstrap re-created the catalog's dataflows: adopted replicas drop the rest
+            # (in the background: a replica that is down must not delay serving).
+            reconciling = asyncio.create_task(replica_procs.reconcile_all(), name="reconcile")
         if read_only:
             deployment.advance(DeploymentState.CATCHING_UP)
             tasks.add(
@@ -227,6 +232,10 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if reconciling is not None:
+            reconciling.cancel()
+            with contextlib.suppress(BaseException):
+                await reconciling
         if orchestrator is not None:
             await orchestrator.stop_all()  # (the coordinator closed its replicas already)
         coord.engine.close()

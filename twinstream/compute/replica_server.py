@@ -191,6 +191,7 @@ class _Connection:
             "frontiers": self._frontiers,
             "watch_frontiers": self._watch_frontiers,
             "status": self._status,
+            "reconcile": self._reconcile,
         }
 
     async def _ok(self, frame: Frame, body: Any = None) -> None:
@@ -263,6 +264,16 @@ class _Connection:
                 await self.send(Frame(ITEM, frame.id, frame.op, M.encode_frontiers(now)))
                 last = now
             await asyncio.sleep(FRONTIER_WATCH_INTERVAL_S)  # poll period, not synchronization
+
+    async def _reconcile(self, frame: Frame) -> None:
+        """Drop every dataflow not in `keep` (what a restarted controller re-created)."""
+        keep = M.body_map(frame.body, "reconcile").get("keep")
+        if type(keep) is not tuple or not all(type(i) is str for i in keep):
+            raise M.MessageError("reconcile keep: a list of dataflow ids")
+        dropped = [id for id in (await self.replica.status()).dataflows if id not in keep]
+        for id in dropped:
+            await self.replica.drop_dataflow(id)
+        await self._ok(frame, {"dropped": dropped})
 
     async def _status(self, frame: Frame) -> None:
         await self._ok(frame, M.encode_status(await self.replica.status()))

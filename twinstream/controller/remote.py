@@ -195,6 +195,10 @@ class RemoteReplica:
 
     # -- connection ----------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def address(self) -> Address | None:
         return self._address() if callable(self._address) else self._address
 
@@ -329,6 +333,25 @@ class RemoteReplica:
                 return M.decode_frontiers(await conn.request("frontiers"))
         except (TimeoutError, _Lost):
             return None
+
+    async def reconcile(self) -> list[str]:
+        """End of a (re)started controller's reconciliation: the replica drops every dataflow
+        this client did not (re-)create — ones a previous controller left behind. Returns
+        their ids. A dataflow created while this was in flight is re-created afterwards."""
+        deadline = asyncio.get_running_loop().time() + self.unavailable_after_s
+        while True:
+            conn = await self._connection(deadline)  # connected: everything replayed
+            keep = list(self._dataflows)  # taken now, not before a wait for the replica
+            try:
+                got = M.body_map(await conn.request("reconcile", {"keep": keep}), "reconcile")
+                break
+            except _Lost as e:
+                log.info("replica %s: %s; retrying reconcile", self.name, e)
+        dropped = [str(i) for i in got.get("dropped", ())]
+        for id, desc in list(self._dataflows.items()):
+            if id not in keep:
+                await self._call("create_dataflow", M.encode_desc(desc))
+        return dropped
 
     async def status(self) -> ReplicaStatus:
         return M.decode_status(await self._call("status"))

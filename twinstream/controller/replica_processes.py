@@ -132,6 +132,23 @@ class ReplicaProcesses:
         self.consensus_url = consensus_url
         self.blob_url = blob_url
         self.program = program
+        self.built: list[ProcessReplica] = []
+
+    async def reconcile_all(self) -> dict[str, list[str]]:
+        """After the controller re-created its catalog's dataflows (environmentd is ready):
+        each replica drops what it runs beyond them. Replica name -> dropped ids."""
+        out: dict[str, list[str]] = {}
+        for replica in list(self.built):
+            if replica.closed:
+                continue
+            try:
+                out[replica.name] = await replica.reconcile()
+            except Exception as e:  # a replica that is down reconciles at its next start
+                log.warning("reconciling %s failed: %s: %s", replica.name, type(e).__name__, e)
+                continue
+            if out[replica.name]:
+                log.info("%s: dropped stale dataflows %s", replica.name, out[replica.name])
+        return out
 
     def factory(self, spec: ReplicaSpec, read_only: bool) -> ProcessReplica:
         name = process_name(spec.name, self.generation)
@@ -142,4 +159,6 @@ class ReplicaProcesses:
             read_only=read_only,
             program=self.program,
         )
-        return ProcessReplica(self.orchestrator, name, command, read_only=read_only)
+        replica = ProcessReplica(self.orchestrator, name, command, read_only=read_only)
+        self.built.append(replica)
+        return replica

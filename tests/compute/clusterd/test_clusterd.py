@@ -188,6 +188,18 @@ async def test_clusterd_serves_reconciles_and_survives_bad_clients(
         with pytest.raises(ReplicaError, match="unknown op"):
             await again._call("launch_missiles")
         assert (await again.status()).builds == 3
+
+        # Reconciliation's end: what another controller left behind is dropped.
+        stale = RemoteReplica(replica.name, addr)
+        await stale.create_dataflow(
+            DataflowDesc("u9", plan_of(FILTER_SQL), inputs_of(FILTER_SQL), index_key=())
+        )
+        await stale.close()
+        assert (await again.status()).dataflows == ("i1", "u1", "u9")
+        assert await again.reconcile() == ["u9"]
+        assert (await again.status()).dataflows == ("i1", "u1")
+        with pytest.raises(ReplicaError, match="reconcile keep"):
+            await again._call("reconcile", {"keep": "all"})
     finally:
         await again.close()
 

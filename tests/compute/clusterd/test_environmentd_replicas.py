@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from twinstream.compute.dataflow import plan as P
+from twinstream.controller.protocol import DataflowDesc, ReplicaStatus
 from twinstream.controller.remote import RemoteReplica
 from twinstream.testing.environmentd import EnvironmentdProcess
 
@@ -55,15 +57,34 @@ def wait_for(cond: Any, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def builds(port: int, name: str) -> int:
-    async def ask() -> int:
+def status(port: int, name: str) -> ReplicaStatus:
+    async def ask() -> ReplicaStatus:
         r = RemoteReplica(name, ("127.0.0.1", port), unavailable_after_s=30)
         try:
-            return (await r.status()).builds
+            return await r.status()
         finally:
             await r.close()
 
     return asyncio.run(ask())
+
+
+def builds(port: int, name: str) -> int:
+    return status(port, name).builds
+
+
+def dataflows(port: int, name: str) -> int:
+    return len(status(port, name).dataflows)
+
+
+async def create_stale(port: int, name: str) -> None:
+    """A dataflow nothing in the catalog asks for (left by a controller that is gone)."""
+    r = RemoteReplica(name, ("127.0.0.1", port), unavailable_after_s=30)
+    try:
+        plan = P.Constant((((1,), 1),), 1)
+        await r.create_dataflow(DataflowDesc("stale", plan, {}, index_key=()))
+        assert len((await r.status()).dataflows) == 2
+    finally:
+        await r.close()
 
 
 def metric(envd: EnvironmentdProcess, series: str) -> int | None:
@@ -104,7 +125,7 @@ def test_replicas_run_as_processes_and_survive_environmentd(envd: EnvironmentdPr
     assert re.fullmatch(r"quickstart-replica-\w+-gen-1", name), name
     pid, port = int(info["pid"]), int(info["port"])
     assert alive(pid)
-    assert builds(port, name) == 1
+    assert builds(port, name) == 1  # built once (reconciliation at boot did not touch it)
 
     # The replica process crashes: environmentd restarts it (counted in its metrics) and
     # its dataflow is replayed to the new process.
@@ -123,15 +144,18 @@ def test_replicas_run_as_processes_and_survive_environmentd(envd: EnvironmentdPr
     assert int(info["pid"]) != pid
     pid, port = int(info["pid"]), int(info["port"])
 
-    # environmentd crashes: the replica keeps running; the next one adopts it, reconciles.
+    # environmentd crashes: the replica keeps running; the next one adopts it, reconciles
+    # (keeps its view's dataflow, drops one no catalog item asks for).
     envd.kill9()
     assert alive(pid)
+    asyncio.run(create_stale(port, name))
     envd.start()
     with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
         conn.execute("INSERT INTO t VALUES (2, 1), (3, 3)")
     wait_for(lambda: mv_matches(envd, [(1, 15), (2, 8), (3, 3), (4, 4)]), "the view after restart")
     assert replica_files(envd.data_dir)[name]["pid"] == pid  # adopted, not restarted
-    assert builds(port, name) == 1  # the dataflow was kept, not rebuilt
+    wait_for(lambda: dataflows(port, name) == 1, "the stale dataflow to be dropped")
+    assert builds(port, name) == 2  # the view's dataflow was kept, not rebuilt (+ the stale)
 
     # A clean stop ends the generation's replica processes.
     assert envd.stop() == 0
