@@ -157,30 +157,34 @@ class Coordinator:
         await self.compute.sync_replicas(specs)
 
     async def _frontier_loop(self) -> None:
-        """Refresh mz_cluster_replica_frontiers / mz_hydration_statuses; the leader also
-        publishes the frontiers durably (`controller/frontiers.py`)."""
+        """Every `PUBLISH_INTERVAL_S`: `_frontier_tick`. A failure (say, a remote replica
+        that does not answer) is logged and retried; it never stops the coordinator."""
         while True:
-            frontiers = await self.compute.frontiers()
-            rows = {
-                (obj, rep, f.write_frontier)
-                for obj, per in frontiers.items()
-                for rep, f in per.items()
-            }
-            self.system.refresh_compute(
-                sorted(rows),
-                sorted((o, r, f.hydrated) for o, per in frontiers.items() for r, f in per.items()),
-            )
-            for index_id in list(self.index_dataflows):
-                per = frontiers.get(index_id, {})
-                front = max((f.write_frontier for f in per.values()), default=0)
-                if front > INDEX_HISTORY_MS:
-                    await self.compute.allow_compaction(index_id, front - INDEX_HISTORY_MS)
-            if self._leader.is_set():
-                try:
-                    await self.frontier_publisher.publish(set(rows))
-                except Exception as e:  # publication is best effort; never stop serving
-                    log.warning("publishing compute frontiers failed: %s", e)
+            try:
+                await self._frontier_tick()
+            except Exception as e:
+                log.warning("compute frontier refresh failed: %s", e)
             await asyncio.sleep(PUBLISH_INTERVAL_S)
+
+    async def _frontier_tick(self) -> None:
+        """Refresh mz_cluster_replica_frontiers / mz_hydration_statuses, let indexes forget
+        old history; the leader also publishes the frontiers durably
+        (`controller/frontiers.py`)."""
+        frontiers = await self.compute.frontiers()
+        rows = {
+            (obj, rep, f.write_frontier) for obj, per in frontiers.items() for rep, f in per.items()
+        }
+        self.system.refresh_compute(
+            sorted(rows),
+            sorted((o, r, f.hydrated) for o, per in frontiers.items() for r, f in per.items()),
+        )
+        for index_id in list(self.index_dataflows):
+            per = frontiers.get(index_id, {})
+            front = max((f.write_frontier for f in per.values()), default=0)
+            if front > INDEX_HISTORY_MS:
+                await self.compute.allow_compaction(index_id, front - INDEX_HISTORY_MS)
+        if self._leader.is_set():
+            await self.frontier_publisher.publish(set(rows))
 
     # -- read-only mode and promotion ------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
@@ -116,10 +117,37 @@ def _key_value(node: exp.Expr, pg_type: str, params: Sequence[object]) -> object
     raise LookupError
 
 
-def _match(
-    s: AdapterSession, query: exp.Expr, params: Sequence[object]
-) -> tuple[ItemRef, ItemRef, tuple[object, ...] | None, list[int]] | None:
-    """(object, index, key or None, output column positions) if the fast path applies."""
+@dataclass(frozen=True)
+class _Shape:
+    """A query the fast path answers: `on` read through `idx`; the key's value nodes (in
+    key column order; None: the whole collection) and the output column positions."""
+
+    on: ItemRef
+    idx: ItemRef
+    key_nodes: tuple[exp.Expr, ...] | None
+    outputs: tuple[int, ...]
+
+
+#: (id(query), catalog version, database, search path) -> (query, shape): parsed statements
+#: are cached per session, so a prepared statement is matched once, not per execution.
+_SHAPES: dict[tuple[object, ...], tuple[exp.Expr, _Shape | None]] = {}
+_SHAPES_MAX = 1024
+
+
+def _shape(s: AdapterSession, query: exp.Expr) -> _Shape | None:
+    path = tuple(s.vars.search_path())
+    cache_key = (id(query), s.coord.index.version, s.database, path)
+    hit = _SHAPES.get(cache_key)
+    if hit is not None and hit[0] is query:
+        return hit[1]
+    shape = _find_shape(s, query, path)
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.clear()
+    _SHAPES[cache_key] = (query, shape)
+    return shape
+
+
+def _find_shape(s: AdapterSession, query: exp.Expr, path: tuple[str, ...]) -> _Shape | None:
     if not isinstance(query, exp.Select):
         return None
     args = query.args
@@ -133,7 +161,7 @@ def _match(
     if not isinstance(table.this, exp.Identifier) or table.args.get("alias"):
         return None
     parts = tuple(p for p in (table.catalog, table.db, table.name) if p)
-    on = s.coord.index.resolve_item(parts, s.database, s.vars.search_path())
+    on = s.coord.index.resolve_item(parts, s.database, path)
     if on is None or on.type not in ("table", "materialized_view"):
         return None  # (plain views' catalog columns are untyped)
     names = [str(c["name"]) for c in on.columns]
@@ -168,23 +196,35 @@ def _match(
             else:
                 return None
     for idx in s.coord.index.items_by_id.values():
-        if (
-            idx.type != "index"
-            or idx.value.get("on_id") != on.id
-            or idx.id not in s.coord.index_dataflows
-        ):
+        if idx.type != "index" or idx.value.get("on_id") != on.id:
             continue
         key_cols = tuple(int(k) for k in idx.value.get("key_columns", ()))
         if not conds:
-            return on, idx, None, outputs
-        if set(conds) != set(key_cols):
-            continue
-        try:
-            key = tuple(_key_value(conds[c], str(on.columns[c]["type"]), params) for c in key_cols)
-        except (LookupError, ValueError, AdapterError):
-            return None
-        return on, idx, key, outputs
+            return _Shape(on, idx, None, tuple(outputs))
+        if set(conds) == set(key_cols):
+            return _Shape(on, idx, tuple(conds[c] for c in key_cols), tuple(outputs))
     return None
+
+
+def _match(
+    s: AdapterSession, query: exp.Expr, params: Sequence[object]
+) -> tuple[ItemRef, ItemRef, tuple[object, ...] | None, tuple[int, ...]] | None:
+    """(object, index, key or None, output column positions) if the fast path applies."""
+    shape = _shape(s, query)
+    if shape is None or shape.idx.id not in s.coord.index_dataflows:
+        return None
+    if shape.key_nodes is None:
+        return shape.on, shape.idx, None, shape.outputs
+    key_cols = tuple(int(k) for k in shape.idx.value["key_columns"])
+    cols = shape.on.columns
+    try:
+        key = tuple(
+            _key_value(node, str(cols[c]["type"]), params)
+            for node, c in zip(shape.key_nodes, key_cols, strict=True)
+        )
+    except (LookupError, ValueError, AdapterError):
+        return None
+    return shape.on, shape.idx, key, shape.outputs
 
 
 async def fast_select(
