@@ -30,7 +30,12 @@ from typing import Any
 from twinstream.compute.dataflow.plancodec import encode_value
 from twinstream.compute.runtime import OutputBatch
 from twinstream.controller import messages as M
-from twinstream.controller.protocol import CollectionFrontier, DataflowDesc, ReplicaStatus
+from twinstream.controller.protocol import (
+    CollectionFrontier,
+    DataflowDesc,
+    PeekError,
+    ReplicaStatus,
+)
 from twinstream.controller.wire import (
     CANCEL,
     END,
@@ -217,8 +222,7 @@ class RemoteReplica:
                 addr = self.address()
                 if addr is not None:
                     try:
-                        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                            conn = await self._open(addr)
+                        conn = await self._open(addr)
                         self._conn = conn
                         return conn
                     except (OSError, TimeoutError, _Lost, M.MessageError) as e:
@@ -236,10 +240,12 @@ class RemoteReplica:
         return "an unknown address" if addr is None else f"{addr[0]}:{addr[1]}"
 
     async def _open(self, addr: Address) -> _Conn:
-        reader, writer = await asyncio.open_connection(*addr)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(*addr)
         conn = _Conn(reader, writer)
         try:
-            hello = await conn.request("hello", {"version": PROTOCOL_VERSION})
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                hello = await conn.request("hello", {"version": PROTOCOL_VERSION})
             info = M.body_map(hello, "hello")
             if info.get("name") != self.name:
                 raise M.MessageError(
@@ -251,7 +257,10 @@ class RemoteReplica:
             self.remote_read_only = bool(info.get("read_only"))
             # Reconciliation: re-issue everything (idempotent on a replica that kept it).
             for desc in list(self._dataflows.values()):
-                await conn.request("create_dataflow", M.encode_desc(desc))
+                try:
+                    await conn.request("create_dataflow", M.encode_desc(desc))
+                except (M.ReplicaError, PeekError) as e:  # one refused desc blocks no other
+                    log.warning("replica %s refused dataflow %s: %s", self.name, desc.id, e)
             if self._writable:
                 await conn.request("allow_writes")
             for id, since in list(self._compaction.items()):
@@ -373,9 +382,8 @@ class RemoteReplica:
                 elif got.kind == END:
                     finished = True
                     return
-                elif got.kind == ERROR:
-                    finished = True
-                    raise M.decode_error(got.body)
+                elif got.kind == ERROR:  # (cancel anyway: an item too big to send ends
+                    raise M.decode_error(got.body)  # the stream here, not on the replica)
         except _Lost as e:
             finished = True
             raise ReplicaUnavailable(f"replica {self.name}: {op} interrupted: {e}") from e
