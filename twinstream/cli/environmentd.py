@@ -32,10 +32,12 @@ from twinstream.catalog import (
     read_catalog_generation,
 )
 from twinstream.clock import SYSTEM_CLOCK, Clock
+from twinstream.controller.replica_processes import ReplicaProcesses
 from twinstream.deployment.http_api import leader_routes
 from twinstream.deployment.params import resolve as resolve_params
 from twinstream.deployment.promotion import run_promotion
 from twinstream.deployment.state import Deployment, DeploymentState
+from twinstream.orchestrator.processes import ProcessOrchestrator
 from twinstream.persist import PersistClient
 from twinstream.persist.urls import default_blob_url, default_consensus_url
 from twinstream.pgwire.backend import ConnectionContext
@@ -70,6 +72,8 @@ class EnvironmentdConfig:
     timestamp_interval_s: float = 0.1
     #: 0dt parameters given on the command line or in the environment (name -> text).
     zero_downtime_flags: dict[str, str] = field(default_factory=dict)
+    #: Run each cluster replica as a `twinstream clusterd` process (off: in this process).
+    replica_processes: bool = False
 
 
 def _ports_file(config: EnvironmentdConfig) -> Path:
@@ -117,6 +121,18 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         return _fenced_out(str(e))
     await persist.start_watching()
     oracle = TimestampOracle(persist.consensus, clock, read_only=read_only)
+    orchestrator: ProcessOrchestrator | None = None
+    replica_procs: ReplicaProcesses | None = None
+    if config.replica_processes:
+        # One clusterd per replica of this generation (`-gen-G`), kept running by the
+        # orchestrator; a crashed environmentd's successor adopts them.
+        orchestrator = ProcessOrchestrator(config.data_dir / "clusterd")
+        replica_procs = ReplicaProcesses(
+            orchestrator,
+            generation=generation,
+            consensus_url=config.consensus_url or default_consensus_url(config.data_dir),
+            blob_url=config.blob_url or default_blob_url(config.data_dir),
+        )
     coord = Coordinator(
         persist,
         catalog,
@@ -127,6 +143,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             deploy_generation=generation,
             read_only=read_only,
         ),
+        replica_factory=None if replica_procs is None else replica_procs.factory,
     )
 
     def factory(ctx: ConnectionContext) -> AdapterSession:
@@ -146,8 +163,13 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
     tasks: set[asyncio.Task[None]] = {asyncio.create_task(coord.serve(), name="coordinator")}
     runner: web.AppRunner | None = None
     public: web.AppRunner | None = None
+    reconciling: asyncio.Task[dict[str, list[str]]] | None = None
     try:
         await _wait_ready(coord, next(iter(tasks)))
+        if replica_procs is not None:
+            # Bootstrap re-created the catalog's dataflows: adopted replicas drop the rest
+            # (in the background: a replica that is down must not delay serving).
+            reconciling = asyncio.create_task(replica_procs.reconcile_all(), name="reconcile")
         if read_only:
             deployment.advance(DeploymentState.CATCHING_UP)
             tasks.add(
@@ -166,7 +188,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         else:
             deployment.advance(DeploymentState.IS_LEADER)
         await server.start()
-        runner, internal_port = await _start_internal_http(config, coord, deployment)
+        runner, internal_port = await _start_internal_http(config, coord, deployment, orchestrator)
         public, http_port = await _start_public_http(config, coord)
         _ports_file(config).write_text(
             json.dumps(
@@ -217,6 +239,12 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if reconciling is not None:
+            reconciling.cancel()
+            with contextlib.suppress(BaseException):
+                await reconciling
+        if orchestrator is not None:
+            await orchestrator.stop_all()  # (the coordinator closed its replicas already)
         coord.engine.close()
 
 
@@ -266,7 +294,10 @@ async def _start_public_http(
 
 
 async def _start_internal_http(
-    config: EnvironmentdConfig, coord: Coordinator, deployment: Deployment
+    config: EnvironmentdConfig,
+    coord: Coordinator,
+    deployment: Deployment,
+    orchestrator: ProcessOrchestrator | None = None,
 ) -> tuple[web.AppRunner, int]:
     app = web.Application()
 
@@ -288,6 +319,10 @@ async def _start_internal_http(
             lines.append(f"twinstream_promotion_duration_ms {deployment.promotion_ms:.3f}")
         for item_id, follower in coord.followers().items():
             lines.append(f'twinstream_follower_frontier{{id="{item_id}"}} {follower.frontier}')
+        for svc in orchestrator.services.values() if orchestrator is not None else ():
+            up = 1 if svc.address() is not None else 0
+            lines.append(f'twinstream_replica_process_up{{name="{svc.name}"}} {up}')
+            lines.append(f'twinstream_replica_process_restarts{{name="{svc.name}"}} {svc.restarts}')
         return "\n".join(lines) + "\n"
 
     leader_routes(

@@ -180,6 +180,15 @@ def environmentd_command(
             "Overrides ALTER SYSTEM SET."
         ),
     ] = None,
+    replica_processes: Annotated[
+        bool,
+        typer.Option(
+            "--replica-processes",
+            envvar="TWINSTREAM_REPLICA_PROCESSES",
+            help="Run each cluster replica as a `twinstream clusterd` process "
+            "(default: in the environmentd process).",
+        ),
+    ] = False,
 ) -> None:
     """Run one environment process: catalog, SQL over pgwire, HTTP APIs."""
     import os
@@ -222,8 +231,50 @@ def environmentd_command(
         internal_http_listen=parse_listen(internal_http_listen),
         internal_api_token=internal_api_token,
         zero_downtime_flags=flags,
+        replica_processes=replica_processes,
     )
     raise typer.Exit(asyncio.run(run_environmentd(config)))
+
+
+@app.command("clusterd")
+def clusterd_command(
+    name: Annotated[str, typer.Option(help="Replica process name <cluster>-replica-<id>-gen-<G>.")],
+    consensus: Annotated[str, typer.Option(help="Persist consensus URL.")],
+    blob: Annotated[str, typer.Option(help="Persist blob URL.")],
+    listen: Annotated[
+        str, typer.Option(help="Controller protocol HOST:PORT (port 0 picks one).")
+    ] = "127.0.0.1:0",
+    ports_file: Annotated[
+        Path | None, typer.Option(help="Write {pid, port, name, instance} here once listening.")
+    ] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Sinks write nothing until allow_writes.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
+) -> None:
+    """Run one cluster replica: dataflows over persist, served to the compute controller."""
+    from twinstream.cli.environmentd import parse_listen
+    from twinstream.compute.clusterd import ClusterdConfig, run_clusterd
+
+    try:
+        address = parse_listen(listen)
+    except ValueError as e:
+        _err.print(f"[red]error:[/red] --listen: {e}")
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = ClusterdConfig(
+        name=name,
+        consensus_url=consensus,
+        blob_url=blob,
+        listen=address,
+        read_only=read_only,
+        ports_file=ports_file,
+    )
+    raise typer.Exit(asyncio.run(run_clusterd(config)))
 
 
 ops.register(app)
