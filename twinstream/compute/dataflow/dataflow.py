@@ -139,9 +139,37 @@ class Dataflow:
                 raise PlanError(f"export {ename!r} re-exports an import")
             node.arr.name = ename
             self.exports[ename] = node.arr
+        self._fuse_private_arrangements()
         self._pending: dict[int, dict[str, Batch]] = {}
 
     # ---------------------------------------------------------------- building
+
+    def _fuse_private_arrangements(self) -> None:
+        """Let a join+reduce maintain the arrangements only it reads (one pass per delta)."""
+        consumers: dict[int, int] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                consumers[i.index] = consumers.get(i.index, 0) + 1
+        shared = {id(a) for a in self.exports.values()}
+        visible = {n.index for n in self.outputs.values()}
+
+        def private(a: ArrangedNode) -> bool:
+            return (
+                isinstance(a, ArrangeNode)
+                and consumers.get(a.index, 0) == 1
+                and id(a.arr) not in shared
+                and a.index not in visible
+            )
+
+        for n in self.nodes:
+            if isinstance(n, JoinReduceNode) and n.left is not n.right:
+                own_l, own_r = private(n.left), private(n.right)
+                if own_l or own_r:
+                    n.own(own_l, own_r)
+                    for side, owned in ((n.left, own_l), (n.right, own_r)):
+                        if owned:
+                            assert isinstance(side, ArrangeNode)
+                            side.owned = True
 
     def _count_refs(self, roots: Sequence[Plan]) -> dict[Plan, int]:
         refs: dict[Plan, int] = {}

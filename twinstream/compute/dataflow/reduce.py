@@ -343,7 +343,12 @@ class PlainReduceNode(ReduceNode):
 
 class JoinReduceNode(ReduceNode):
     """An inner equi-join feeding a reduce, fused: the join's matches update the aggregate
-    state directly (no joined rows are built). Expressions range over the concatenated row."""
+    state directly (no joined rows are built). Expressions range over the concatenated row.
+
+    A side whose arrangement is private to this node (`own`, decided by the dataflow once the
+    graph is built) is also maintained here, in the same loop that probes the other side:
+    one pass over the delta instead of two, and the other side's lookups need no "old"
+    view (the owned side is updated after the probes that must not see its delta)."""
 
     label = "join+reduce"
 
@@ -357,14 +362,28 @@ class JoinReduceNode(ReduceNode):
     ) -> None:
         super().__init__([left, right], group_key, aggs, preds)
         self.left, self.right = left, right
-        g = Codegen(join_colref(left.arity))
-        body, ns = self._codegen(g, preds)
+        self._preds = tuple(preds)
+        self.own_left = self.own_right = False
+        self._compile()
+
+    def own(self, left: bool, right: bool) -> None:
+        """Maintain the left/right arrangement here (its `ArrangeNode` must not apply it)."""
+        self.own_left, self.own_right = left, right
+        self._compile()
+
+    def _compile(self) -> None:
+        g = Codegen(join_colref(self.left.arity))
+        body, ns = self._codegen(g, self._preds)
         fns = []
-        for side, arr in (("left", left.arr), ("right", right.arr)):
+        for side, arr, owned in (
+            ("left", self.left.arr, self.own_left),
+            ("right", self.right.arr, self.own_right),
+        ):
             lines = [
-                "def _apply(delta, get_other, state, touched, errs):",
+                "def _apply(delta, get_other, state, touched, errs, astate):",
                 "    get = state.get",
-                *probe_loop(side, arr.key_cols, _indent(body, 12)),
+                "    aget = None if astate is None else astate.get",
+                *probe_loop(side, arr.key_cols, _indent(body, 12), maintain=owned),
             ]
             lines = [ln.replace("m = get(k0)", "m = get_other(k0)") for ln in lines]
             fns.append(build("\n".join(lines) + "\n", dict(ns), "_apply"))
@@ -374,12 +393,17 @@ class JoinReduceNode(ReduceNode):
         d_l, d_r = ins
         out, touched = self._start(tick)
         errs = tick.errors
+        left, right = self.left, self.right
         if d_l:
-            r_new: Lookup = self.right.lookup_new(tick)
-            self._apply_left(
-                d_l, old_lookup(tick, r_new, self.right, d_r), self.state, touched, errs
-            )
+            r_old: Lookup
+            if self.own_right:  # not updated yet: its state is the old contents
+                r_old = right.arr.state.get
+            else:
+                r_old = old_lookup(tick, right.lookup_new(tick), right, d_r)
+            own = left.arr.state if self.own_left else None
+            self._apply_left(d_l, r_old, self.state, touched, errs, own)
         if d_r:
-            self._apply_right(d_r, self.left.lookup_new(tick), self.state, touched, errs)
+            own = right.arr.state if self.own_right else None
+            self._apply_right(d_r, left.lookup_new(tick), self.state, touched, errs, own)
         self._emit(touched, self.state, out, tick.time)
         return out
