@@ -24,6 +24,7 @@ arrangements cannot pass their `upper`: its frontier is `min(frontier, import up
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from twinstream.compute.dataflow.arrangement import Arrangement, Batch
@@ -75,6 +76,7 @@ from twinstream.persist.types import Update
 ERRORS = "$errors"
 
 _EMPTY: Batch = []
+_time_of = itemgetter(1)
 
 
 class _Mfp:
@@ -333,7 +335,7 @@ class Dataflow:
             if name not in self.inputs:
                 raise KeyError(f"{self.name}: no input named {name!r}")
             if updates:
-                times = {u[1] for u in updates}
+                times = set(map(_time_of, updates))  # a C loop
                 for t in times:
                     self._check_time(name, t)
                 accepted.append((name, updates, times))
