@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from twinstream.cli.bench import BenchmarkError, BenchOptions
 from twinstream.compute.dataflow import bench as engine_bench
 from twinstream.compute.dataflow.plan import Plan
 from twinstream.compute.runtime import DataflowRunner
-from twinstream.persist import PersistClient, Shard
+from twinstream.persist import PersistClient, Shard, open_blob, open_consensus
 from twinstream.persist.types import Update
 
 #: Order updates per batch (one timestamp each).
@@ -54,6 +54,8 @@ BASE_CHUNK = 100_000
 LAG_GAP_S = 0.1
 #: How long the replica may take for anything (hydration, catching up).
 REPLICA_TIMEOUT_S = 1800.0
+#: Lease of the replica's read holds and listens (see `_LongLeaseClient`).
+REPLICA_LEASE_MS = 900_000
 #: Environment override of the orders row count (tests use a tiny one).
 ORDERS_ENV = "TWINSTREAM_IVM_BENCH_ORDERS"
 
@@ -226,11 +228,34 @@ async def _persist_phase(
     }
 
 
+class _LongLeaseClient(PersistClient):
+    """Opens shards with `REPLICA_LEASE_MS` leases: a dataflow step runs synchronously, and
+    hydrating 1M rows on a busy machine can block the event loop (and so the runner's
+    heartbeats) for longer than the default lease, which would end the runner with
+    `LeaseExpired` (a known gap of the runtime, see doc/design/compute.md)."""
+
+    def open(self, shard_id: str, *, writer_id: str | None = None, lease_ms: int = 0) -> Shard:
+        return super().open(shard_id, writer_id=writer_id, lease_ms=lease_ms or REPLICA_LEASE_MS)
+
+
+async def _until(runner_task: asyncio.Task[None], aw: Awaitable[Any]) -> None:
+    """Await `aw`, but fail if the runner ends first (it only ends by failing here)."""
+    waiter = asyncio.ensure_future(aw)
+    try:
+        await asyncio.wait({waiter, runner_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    if not waiter.done() or waiter.cancelled():
+        exc = None if runner_task.cancelled() else runner_task.exception()
+        raise RuntimeError(f"the runner ended: {exc!r}")
+
+
 async def _replica(argv: Sequence[str]) -> None:
     """The replica process: run the view, report hydration, catch-up and every output upper."""
     consensus_url, blob_url, name, shards_json, out_id, as_of_s, caught_s, end_s = argv
     as_of, caught_up_at, end = int(as_of_s), int(caught_s), int(end_s)
-    client = PersistClient.from_urls(consensus_url, blob_url)
+    client = _LongLeaseClient(open_consensus(consensus_url), open_blob(blob_url))
     await client.start_watching()
 
     def say(event: dict[str, Any]) -> None:
@@ -242,8 +267,8 @@ async def _replica(argv: Sequence[str]) -> None:
             client, QUERIES[name], json.loads(shards_json), out_id, as_of, name=f"ivm-{name}"
         )
         t0, c0 = time.perf_counter(), time.process_time()
-        runner.start()
-        await runner.hydrated.wait()
+        task = runner.start()
+        await _until(task, runner.hydrated.wait())
         t1, c1 = time.perf_counter(), time.process_time()
         say({"event": "hydrated", "hydrate_s": round(t1 - t0, 3), "cpu_s": round(c1 - c0, 3)})
         persisted: list[tuple[int, float]] = []
@@ -251,7 +276,7 @@ async def _replica(argv: Sequence[str]) -> None:
         assert sink is not None
         said_caught_up = False
         while sink.persisted_upper < end:
-            await runner.wait_persisted(sink.persisted_upper + 1)
+            await _until(task, runner.wait_persisted(sink.persisted_upper + 1))
             persisted.append((sink.persisted_upper, time.time()))
             if not said_caught_up and sink.persisted_upper >= caught_up_at:
                 said_caught_up = True
