@@ -23,6 +23,7 @@ arrangements cannot pass their `upper`: its frontier is `min(frontier, import up
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -168,10 +169,12 @@ class Dataflow:
                 own_l, own_r = private(n.left), private(n.right)
                 if own_l or own_r:
                     n.own(own_l, own_r)
-                    for side, owned in ((n.left, own_l), (n.right, own_r)):
+                    for side, owned, is_left in ((n.left, own_l, True), (n.right, own_r, False)):
                         if owned:
                             assert isinstance(side, ArrangeNode)
                             side.owned = True
+                            if own_l and own_r:
+                                side.size_of = functools.partial(n.side_size, is_left)
 
     def _count_refs(self, roots: Sequence[Plan]) -> dict[Plan, int]:
         refs: dict[Plan, int] = {}

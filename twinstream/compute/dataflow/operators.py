@@ -169,6 +169,8 @@ class ArrangeNode(ArrangedNode):
         self.arr = Arrangement(key, input.arity, name)
         #: Maintained by its only consumer (see `JoinReduceNode.own`), not by `tick`.
         self.owned = False
+        #: If set, the rows this arrangement holds (its owner keeps them elsewhere).
+        self.size_of: Callable[[], int] | None = None
 
     def tick(self, tick: Tick, ins: list[Batch]) -> Batch:
         batch = ins[0]
@@ -182,7 +184,7 @@ class ArrangeNode(ArrangedNode):
         return self.arr.state.get
 
     def state_size(self) -> int:
-        return len(self.arr)
+        return len(self.arr) if self.size_of is None else self.size_of()
 
 
 # ---------------------------------------------------------------- map / filter / project
