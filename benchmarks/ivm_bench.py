@@ -384,6 +384,7 @@ async def run(opts: BenchOptions) -> dict[str, Any]:
     sizes = Sizes.choose(opts.quick)
     if opts.backend != "sqlite" or opts.consensus_url or opts.blob_url:
         raise BenchmarkError("the ivm benchmark runs on a temporary SQLite + file location only")
+    load_before = os.getloadavg()[0]
     persist: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="twinstream-ivm-") as tmp:
         urls = (f"sqlite://{tmp}/consensus.db", f"file://{tmp}/blob")
@@ -425,6 +426,9 @@ async def run(opts: BenchOptions) -> dict[str, Any]:
     result["lag_batches"] = sizes.lag_batches
     result["pg_batches"] = sizes.pg_batches
     result["pg_version"] = pg["version"]
+    # The machine's 1-minute load average before and after: figures from a shared machine
+    # are only comparable at similar load.
+    result["load_avg"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     return result
 
 
