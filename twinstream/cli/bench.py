@@ -50,6 +50,8 @@ class BenchOptions:
     consensus_url: str | None = None
     #: Use this blob location instead of the default for the backend.
     blob_url: str | None = None
+    #: A smaller workload (benchmarks that have sizes: ``ivm`` uses 100k rows instead of 1M).
+    quick: bool = False
     #: Progress messages (never stdout: ``--json`` owns it).
     log: Callable[[str], None] = _stderr
 
@@ -188,3 +190,12 @@ async def upgrade(opts: BenchOptions) -> dict[str, Any]:
 )
 async def sources(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("sources_bench", opts)
+
+
+@register(
+    "ivm",
+    "Materialized views (filter; join + GROUP BY) maintained through persist by a replica "
+    "process: updates/s, freshness lag, RSS; vs PostgreSQL REFRESH MATERIALIZED VIEW.",
+)
+async def ivm(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("ivm_bench", opts)

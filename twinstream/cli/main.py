@@ -107,6 +107,9 @@ def bench_command(
         Path | None,
         typer.Option(help="Run under cProfile; write pstats to this file and a summary to stderr."),
     ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A smaller workload (benchmarks with sizes: ivm).")
+    ] = False,
 ) -> None:
     """Run benchmark NAME and report its figures (see benchmarks/README.md)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -124,6 +127,7 @@ def bench_command(
         notify_gap_ms=notify_gap_ms,
         consensus_url=consensus_url,
         blob_url=blob_url,
+        quick=quick,
     )
     profiler = cProfile.Profile() if profile is not None else None
     # Under --json stdout belongs to the result line: anything printed meanwhile goes to stderr.

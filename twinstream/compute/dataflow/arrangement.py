@@ -45,26 +45,36 @@ def null_key_test(key_cols: tuple[int, ...], var: str = "k") -> str | None:
     return f"None in {var}"
 
 
+def apply_lines(row: str, key: str, diff: str, state: str, get: str) -> list[str]:
+    """Source lines (indent 0) adding `diff` copies of `row` under `key` to `state`
+    (`key -> {row: count}`, empty buckets removed; `get` is `state.get`). Uses the names
+    `_m`, `_c`."""
+    return [
+        f"_m = {get}({key})",
+        "if _m is None:",
+        f"    if {diff}:",
+        f"        {state}[{key}] = {{{row}: {diff}}}",
+        "else:",
+        f"    _c = _m.get({row}, 0) + {diff}",
+        "    if _c:",
+        f"        _m[{row}] = _c",
+        "    else:",
+        f"        _m.pop({row}, None)",
+        "        if not _m:",
+        f"            del {state}[{key}]",
+    ]
+
+
 def _compile_apply(
     key_cols: tuple[int, ...],
 ) -> Callable[[Iterable[Update], dict[Key, Bucket]], None]:
+    body = "\n".join("        " + ln for ln in apply_lines("r", "k", "d", "state", "get"))
     src = f"""
 def _apply(batch, state):
     get = state.get
     for r, _t, d in batch:
         k = {key_source(key_cols)}
-        m = get(k)
-        if m is None:
-            if d:
-                state[k] = {{r: d}}
-        else:
-            c = m.get(r, 0) + d
-            if c:
-                m[r] = c
-            else:
-                m.pop(r, None)
-                if not m:
-                    del state[k]
+{body}
 """
     fn: Callable[[Iterable[Update], dict[Key, Bucket]], None] = build(src, {}, "_apply")
     return fn
@@ -166,6 +176,14 @@ class Arrangement:
                 self._log.append(_LogEntry(time, batch))
         else:
             self.since = max(self.since, time)
+
+    def mark_applied(self, time: int) -> None:
+        """Bookkeeping for an owner that changed `state` itself at `time` (a fused operator
+        maintaining a private arrangement: no readers, so nothing is logged)."""
+        if time < self._last_time or time < self.upper or self._holds:
+            raise PlanError(f"arrangement {self.name!r}: cannot mark {time} applied")
+        self._last_time = time
+        self.since = max(self.since, time)
 
     def advance_upper(self, upper: int) -> None:
         if upper < self.upper:

@@ -23,7 +23,9 @@ arrangements cannot pass their `upper`: its frontier is `min(frontier, import up
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from twinstream.compute.dataflow.arrangement import Arrangement, Batch
@@ -75,6 +77,7 @@ from twinstream.persist.types import Update
 ERRORS = "$errors"
 
 _EMPTY: Batch = []
+_time_of = itemgetter(1)
 
 
 class _Mfp:
@@ -139,9 +142,39 @@ class Dataflow:
                 raise PlanError(f"export {ename!r} re-exports an import")
             node.arr.name = ename
             self.exports[ename] = node.arr
+        self._fuse_private_arrangements()
         self._pending: dict[int, dict[str, Batch]] = {}
 
     # ---------------------------------------------------------------- building
+
+    def _fuse_private_arrangements(self) -> None:
+        """Let a join+reduce maintain the arrangements only it reads (one pass per delta)."""
+        consumers: dict[int, int] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                consumers[i.index] = consumers.get(i.index, 0) + 1
+        shared = {id(a) for a in self.exports.values()}
+        visible = {n.index for n in self.outputs.values()}
+
+        def private(a: ArrangedNode) -> bool:
+            return (
+                isinstance(a, ArrangeNode)
+                and consumers.get(a.index, 0) == 1
+                and id(a.arr) not in shared
+                and a.index not in visible
+            )
+
+        for n in self.nodes:
+            if isinstance(n, JoinReduceNode) and n.left is not n.right:
+                own_l, own_r = private(n.left), private(n.right)
+                if own_l or own_r:
+                    n.own(own_l, own_r)
+                    for side, owned, is_left in ((n.left, own_l, True), (n.right, own_r, False)):
+                        if owned:
+                            assert isinstance(side, ArrangeNode)
+                            side.owned = True
+                            if own_l and own_r:
+                                side.size_of = functools.partial(n.side_size, is_left)
 
     def _count_refs(self, roots: Sequence[Plan]) -> dict[Plan, int]:
         refs: dict[Plan, int] = {}
@@ -305,7 +338,7 @@ class Dataflow:
             if name not in self.inputs:
                 raise KeyError(f"{self.name}: no input named {name!r}")
             if updates:
-                times = {u[1] for u in updates}
+                times = set(map(_time_of, updates))  # a C loop
                 for t in times:
                     self._check_time(name, t)
                 accepted.append((name, updates, times))

@@ -24,6 +24,7 @@ from twinstream.compute.dataflow.arrangement import (
     Key,
     Lookup,
     ReadHold,
+    apply_lines,
     key_source,
     null_key_test,
     subtract,
@@ -166,17 +167,24 @@ class ArrangeNode(ArrangedNode):
     def __init__(self, input: Node, key: tuple[int, ...], name: str = "") -> None:
         super().__init__([input], input.arity)
         self.arr = Arrangement(key, input.arity, name)
+        #: Maintained by its only consumer (see `JoinReduceNode.own`), not by `tick`.
+        self.owned = False
+        #: If set, the rows this arrangement holds (its owner keeps them elsewhere).
+        self.size_of: Callable[[], int] | None = None
 
     def tick(self, tick: Tick, ins: list[Batch]) -> Batch:
         batch = ins[0]
-        self.arr.apply(tick.time, batch)
+        if self.owned:
+            self.arr.mark_applied(tick.time)  # its single consumer applies the batch
+        else:
+            self.arr.apply(tick.time, batch)
         return batch
 
     def lookup_new(self, tick: Tick) -> Lookup:
         return self.arr.state.get
 
     def state_size(self) -> int:
-        return len(self.arr)
+        return len(self.arr) if self.size_of is None else self.size_of()
 
 
 # ---------------------------------------------------------------- map / filter / project
@@ -366,16 +374,22 @@ def join_colref(nl: int) -> Callable[[int], str]:
     return lambda i: f"l[{i}]" if i < nl else f"r[{i - nl}]"
 
 
-def probe_loop(side: str, key_cols: tuple[int, ...], body: list[str]) -> list[str]:
+def probe_loop(
+    side: str, key_cols: tuple[int, ...], body: list[str], maintain: bool = False
+) -> list[str]:
     """Lines looping over a delta batch of one join side (`l` or `r` rows with `d0` diffs)
     and, for each, over the matching rows of the other side (from `get`), with `d` the
-    product diff, `_t` the time; `body` (already indented 12) runs per matching pair."""
+    product diff, `_t` the time; `body` (already indented 12) runs per matching pair.
+    With `maintain`, each delta row is first applied to `astate` (this side's arrangement
+    state, keyed like the join)."""
     delta, other = ("l", "r") if side == "left" else ("r", "l")
     null_test = null_key_test(key_cols, "k0")
     lines = [
         f"    for {delta}, _t, d0 in delta:",
         f"        k0 = {key_source(key_cols, delta)}",
     ]
+    if maintain:
+        lines += _indent8(apply_lines(delta, "k0", "d0", "astate", "aget"))
     if null_test:
         lines.append(f"        if {null_test}: continue")
     lines += [
@@ -385,6 +399,10 @@ def probe_loop(side: str, key_cols: tuple[int, ...], body: list[str]) -> list[st
         "            d = d0 * c",
     ]
     return lines + body
+
+
+def _indent8(lines: list[str]) -> list[str]:
+    return ["        " + ln for ln in lines]
 
 
 class JoinNode(Node):

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twinstream.compute.dataflow.arrangement import Batch, Lookup
+from twinstream.compute.dataflow.arrangement import Batch, Lookup, key_source, null_key_test
 from twinstream.compute.dataflow.expr import Codegen, EvalError, Expr, build, row_ref
 from twinstream.compute.dataflow.operators import (
     ArrangedNode,
@@ -343,7 +343,12 @@ class PlainReduceNode(ReduceNode):
 
 class JoinReduceNode(ReduceNode):
     """An inner equi-join feeding a reduce, fused: the join's matches update the aggregate
-    state directly (no joined rows are built). Expressions range over the concatenated row."""
+    state directly (no joined rows are built). Expressions range over the concatenated row.
+
+    A side whose arrangement is private to this node (`own`, decided by the dataflow once the
+    graph is built) is also maintained here, in the same loop that probes the other side:
+    one pass over the delta instead of two, and the other side's lookups need no "old"
+    view (the owned side is updated after the probes that must not see its delta)."""
 
     label = "join+reduce"
 
@@ -357,14 +362,45 @@ class JoinReduceNode(ReduceNode):
     ) -> None:
         super().__init__([left, right], group_key, aggs, preds)
         self.left, self.right = left, right
-        g = Codegen(join_colref(left.arity))
-        body, ns = self._codegen(g, preds)
+        self._preds = tuple(preds)
+        self.own_left = self.own_right = False
+        self.joint: dict[Any, list[Any]] = {}
+        self._compile()
+
+    def own(self, left: bool, right: bool) -> None:
+        """Maintain the left/right arrangement here (its `ArrangeNode` must not apply it).
+        Owning both, the two sides share one dict `key -> [left bucket, right bucket]`
+        (`joint`): a delta row finds its own bucket and the other side's with one lookup."""
+        self.own_left, self.own_right = left, right
+        if left and right:
+            self.joint = {}
+        self._compile()
+
+    def side_size(self, left: bool) -> int:
+        """Rows of an owned side kept in `joint`."""
+        i = 0 if left else 1
+        return sum(len(e[i]) for e in self.joint.values() if e[i])
+
+    def _compile(self) -> None:
+        g = Codegen(join_colref(self.left.arity))
+        body, ns = self._codegen(g, self._preds)
+        if self.own_left and self.own_right:
+            fns = [
+                build(_joint_source(side, arr.key_cols, body), dict(ns), "_apply")
+                for side, arr in (("left", self.left.arr), ("right", self.right.arr))
+            ]
+            self._apply_left, self._apply_right = fns
+            return
         fns = []
-        for side, arr in (("left", left.arr), ("right", right.arr)):
+        for side, arr, owned in (
+            ("left", self.left.arr, self.own_left),
+            ("right", self.right.arr, self.own_right),
+        ):
             lines = [
-                "def _apply(delta, get_other, state, touched, errs):",
+                "def _apply(delta, get_other, state, touched, errs, astate):",
                 "    get = state.get",
-                *probe_loop(side, arr.key_cols, _indent(body, 12)),
+                "    aget = None if astate is None else astate.get",
+                *probe_loop(side, arr.key_cols, _indent(body, 12), maintain=owned),
             ]
             lines = [ln.replace("m = get(k0)", "m = get_other(k0)") for ln in lines]
             fns.append(build("\n".join(lines) + "\n", dict(ns), "_apply"))
@@ -374,12 +410,68 @@ class JoinReduceNode(ReduceNode):
         d_l, d_r = ins
         out, touched = self._start(tick)
         errs = tick.errors
+        left, right = self.left, self.right
+        if self.own_left and self.own_right:
+            # Left first: its probes see the right side as before this time; then the right
+            # side's probes see the left side with its delta.
+            if d_l:
+                self._apply_left(d_l, self.joint, self.state, touched, errs, None)
+            if d_r:
+                self._apply_right(d_r, self.joint, self.state, touched, errs, None)
+            self._emit(touched, self.state, out, tick.time)
+            return out
         if d_l:
-            r_new: Lookup = self.right.lookup_new(tick)
-            self._apply_left(
-                d_l, old_lookup(tick, r_new, self.right, d_r), self.state, touched, errs
-            )
+            r_old: Lookup
+            if self.own_right:  # not updated yet: its state is the old contents
+                r_old = right.arr.state.get
+            else:
+                r_old = old_lookup(tick, right.lookup_new(tick), right, d_r)
+            own = left.arr.state if self.own_left else None
+            self._apply_left(d_l, r_old, self.state, touched, errs, own)
         if d_r:
-            self._apply_right(d_r, self.left.lookup_new(tick), self.state, touched, errs)
+            own = right.arr.state if self.own_right else None
+            self._apply_right(d_r, left.lookup_new(tick), self.state, touched, errs, own)
         self._emit(touched, self.state, out, tick.time)
         return out
+
+
+def _joint_source(side: str, key_cols: tuple[int, ...], body: list[str]) -> str:
+    """`_apply` for a join+reduce owning both sides in one dict `key -> [left, right]`
+    (buckets or None; an entry with both None is removed)."""
+    delta, other = ("l", "r") if side == "left" else ("r", "l")
+    mine, theirs = (0, 1) if side == "left" else (1, 0)
+    null_test = null_key_test(key_cols, "k0")
+    lines = [
+        "def _apply(delta, joint, state, touched, errs, _unused):",
+        "    get = state.get",
+        "    jget = joint.get",
+        f"    for {delta}, _t, d0 in delta:",
+        "        if not d0: continue",
+        f"        k0 = {key_source(key_cols, delta)}",
+        "        e = jget(k0)",
+        "        if e is None:",
+        "            e = joint[k0] = [None, None]",
+        f"        _m = e[{mine}]",
+        "        if _m is None:",
+        f"            e[{mine}] = {{{delta}: d0}}",
+        "        else:",
+        f"            _c = _m.get({delta}, 0) + d0",
+        "            if _c:",
+        f"                _m[{delta}] = _c",
+        "            else:",
+        f"                _m.pop({delta}, None)",
+        "                if not _m:",
+        f"                    e[{mine}] = None",
+        f"                    if e[{theirs}] is None:",
+        "                        del joint[k0]",
+    ]
+    if null_test:
+        lines.append(f"        if {null_test}: continue")
+    lines += [
+        f"        m = e[{theirs}]",
+        "        if m is None: continue",
+        f"        for {other}, c in m.items():",
+        "            d = d0 * c",
+        *_indent(body, 12),
+    ]
+    return "\n".join(lines) + "\n"
