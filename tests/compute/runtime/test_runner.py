@@ -316,7 +316,9 @@ async def test_waits_for_empty_inputs_and_stop_releases_holds(store: Store) -> N
     plan, inputs = plan_of(JOIN_SQL), inputs_of(JOIN_SQL)
     runner = DataflowRunner(client, plan, inputs, OUT, name="early")
     runner.start()
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(30):  # the as-of is chosen (holds registered) before any read
+        while runner.as_of is None:
+            await asyncio.sleep(0.01)
     assert runner.as_of == 0 and not runner.hydrated.is_set()  # nothing to read yet
     tables = Tables(await store.client())
     await tables.hold_everything(OUT)
