@@ -302,25 +302,16 @@ async def test_introspection_type_by_name(conn: asyncpg.Connection) -> None:
     assert [tuple(r) for r in rows] == [(23, 0, "b")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncpg's type introspection query (INTRO_LOOKUP_TYPES_13, run for any OID it "
-    "has no builtin codec for) runs (tests/pg_catalog), but its $1::oid[] parameter is "
-    "described as text (no array types/codecs in pgwire): asyncpg refuses to encode the list",
-)
 async def test_introspection_lookup_types(conn: asyncpg.Connection) -> None:
     rows = await asyncio.wait_for(conn.fetch(introspection.INTRO_LOOKUP_TYPES_13, [23, 3802]), 10)
     assert {r["oid"] for r in rows} == {23, 3802}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="arrays: $1::int4[] is described as text (asyncpg rejects a list) and array "
-    "results come back as DuckDB text '[1, 2]'",
-)
 async def test_array_param_and_result(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("SELECT ARRAY[1, 2]") == [1, 2]
     assert await conn.fetchval("SELECT $1::int4[]", [1, 2]) == [1, 2]
+    assert await conn.fetchval("SELECT $1::text[]", ["a b", None, ""]) == ["a b", None, ""]
+    assert await conn.fetchval("SELECT ARRAY[[1, 2], [3, 4]]") == [[1, 2], [3, 4]]
 
 
 async def test_set_type_codec_builtin(conn: asyncpg.Connection) -> None:

@@ -228,9 +228,10 @@ def test_timezone_setting_applies_to_output(env: EnvironmentdProcess, tmp_path: 
     assert outs[1].rows == [("2024-01-01 07:00:00-05",)]
 
 
-@pytest.mark.xfail(strict=True, reason="arrays are returned as DuckDB text '[1, 2]', not '{1,2}'")
 def test_array_text(env: EnvironmentdProcess, tmp_path: Path) -> None:
     assert _one(env, "SELECT ARRAY[1, 2]", tmp_path).rows == [("{1,2}",)]
+    out = _one(env, "SELECT ARRAY['a b', NULL, ''], '{1,2}'::int4[]", tmp_path)
+    assert out.rows == [('{"a b",NULL,""}', "{1,2}")]
 
 
 def test_copy_from_stdin_inline(env: EnvironmentdProcess, tmp_path: Path) -> None:

@@ -67,6 +67,14 @@ CASES: list[tuple[str, int]] = [
     ("'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", Oid.UUID),
     ('\'{"a": [1, "é", null, 2.5, true]}\'::jsonb', Oid.JSONB),
     ('\'[1, {"b": "c"}]\'::json', Oid.JSON),
+    ("ARRAY[1, NULL, 3]::int4[]", 1007),
+    ("ARRAY[[1, 2], [3, 4]]::int8[]", 1016),
+    ("'{}'::int4[]", 1007),
+    ("ARRAY['a b', '', NULL, 'x\"y\\z', 'NULL', 'é{,}']::text[]", 1009),
+    ("ARRAY[1.5, NULL, 'Infinity']::numeric[]", 1231),
+    ("ARRAY[23, 4294967295]::oid[]", 1028),
+    ("ARRAY[true, false]", 1000),
+    ("'1 2 3'::int2vector", 22),
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import duckdb
 
 from twinstream.adapter.types import duckdb_type
 from twinstream.persist.types import Diff, Row
+from twinstream.pgwire.arrays import ARRAY_OF
 
 #: DuckDB result type (its string form, modifiers stripped) -> PostgreSQL type OID.
 DUCKDB_TO_PG_OID = {
@@ -32,7 +34,7 @@ DUCKDB_TO_PG_OID = {
     "HUGEINT": 20,  # DuckDB's sum(integer): PostgreSQL's sum(int2/int4) is int8
     "UTINYINT": 21,
     "USMALLINT": 23,
-    "UINTEGER": 20,
+    "UINTEGER": 26,  # no PostgreSQL type is unsigned: the catalog emulation's oid columns
     "UBIGINT": 1700,
     "FLOAT": 700,
     "REAL": 700,
@@ -64,8 +66,14 @@ def _decode_json(row: tuple[Any, ...], cols: list[int]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+_LIST_SUFFIX = re.compile(r"(\[\d*\])+$")
+
+
 def pg_oid_of(duck_type: object) -> int:
     name = str(duck_type).upper()
+    element = _LIST_SUFFIX.sub("", name)
+    if element != name:  # LIST / ARRAY of a scalar: PostgreSQL's array type of the element
+        return ARRAY_OF.get(pg_oid_of(element), 1009)
     base = name.split("(", 1)[0].strip()
     return DUCKDB_TO_PG_OID.get(base, 25)
 

@@ -576,7 +576,7 @@ def duck_type_text(duck: str) -> str:
         "HUGEINT": "numeric",
         "UTINYINT": "int2",
         "USMALLINT": "int4",
-        "UINTEGER": "int8",
+        "UINTEGER": "oid",
         "UBIGINT": "numeric",
         "FLOAT": "float4",
         "REAL": "float4",
@@ -598,7 +598,7 @@ def duck_type_text(duck: str) -> str:
 
 #: Column type shorthands -> DuckDB types.
 _DUCK = {
-    "oid": "INTEGER",
+    "oid": "UINTEGER",  # DuckDB's UINTEGER is PostgreSQL's oid on the wire (engine.py)
     "name": "VARCHAR",
     "text": "VARCHAR",
     "char": "VARCHAR",
@@ -610,7 +610,7 @@ _DUCK = {
     "float8": "DOUBLE",
     "regproc": "VARCHAR",
     "node": "VARCHAR",
-    "oid[]": "INTEGER[]",
+    "oid[]": "UINTEGER[]",
     "int2[]": "SMALLINT[]",
     "text[]": "VARCHAR[]",
     "char[]": "VARCHAR[]",

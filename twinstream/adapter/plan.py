@@ -252,6 +252,8 @@ _TYPE_NAMES = {
 
 
 def _type_name(dt: exp.Expr | None) -> str:
+    if isinstance(dt, exp.DataType) and dt.this == exp.DataType.Type.ARRAY and dt.expressions:
+        return _type_name(dt.expressions[0])  # PostgreSQL names `x::int[]` after the element
     if isinstance(dt, exp.DataType):
         return _TYPE_NAMES.get(
             dt.this.name if hasattr(dt.this, "name") else str(dt.this),

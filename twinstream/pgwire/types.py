@@ -1207,3 +1207,9 @@ def decode(oid: int, data: bytes | None, fmt: int) -> object:
 
 def decoder(oid: int, fmt: int) -> Callable[[bytes | None], object]:
     return lambda data: decode(oid, data, fmt)
+
+
+# Array types (`{1,2}`) are built over the scalar types above.
+from twinstream.pgwire.arrays import array_types  # noqa: E402
+
+TYPES.update(array_types(TYPES))
