@@ -754,3 +754,17 @@ TYPE_CASES = [
 @pytest.mark.parametrize(("text", "expected"), TYPE_CASES)
 def test_type_names(text: str, expected: str) -> None:
     assert str(parse_type_name(text)) == expected
+
+
+def test_primary_key_column_and_table_constraints() -> None:
+    stmt = parse_statement(
+        "CREATE TABLE t (a int CONSTRAINT a_k PRIMARY KEY NOT NULL, b text, PRIMARY KEY (a, b))"
+    )
+    assert isinstance(stmt, ast.CreateTable)
+    assert [c.name for c in stmt.columns] == ["a", "b"]
+    assert stmt.columns[0].primary_key and stmt.columns[0].constraint_name == "a_k"
+    assert not stmt.columns[0].nullable
+    assert stmt.primary_keys == (ast.PrimaryKey(("a", "b")),)
+    stmt = parse_statement("CREATE TABLE t (a int, CONSTRAINT t_k PRIMARY KEY (a))")
+    assert isinstance(stmt, ast.CreateTable)
+    assert stmt.primary_keys == (ast.PrimaryKey(("a",), "t_k"),)

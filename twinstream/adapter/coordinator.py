@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinstream.adapter import errors as E
+from twinstream.adapter.constraints import KeyGuard
 from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
@@ -80,6 +81,7 @@ class Coordinator:
         self._holds: dict[str, CriticalReadHandle] = {}  # item id -> our critical read hold
         self.sessions: dict[int, SessionInfo] = {}
         self.system = SystemTables(self.engine)
+        self.keys = KeyGuard(self.engine)
         self.ready = asyncio.Event()
         self._ddl_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
@@ -672,7 +674,11 @@ class Coordinator:
                 by_shard[shard.shard_id] = rows
         if not by_shard:
             return await self.read_timestamp()
-        return await self.committer.write(by_shard)
+        reservation = self.keys.reserve(self.index, writes)  # 23505 on a duplicate key
+        try:
+            return await self.committer.write(by_shard)
+        finally:
+            self.keys.release(reservation)
 
 
 def _consolidate(rows: list[tuple[Row, Diff]]) -> list[tuple[Row, Diff]]:

@@ -644,6 +644,8 @@ class AdapterSession(Session):
             count_rows = len(changes) // 2 if isinstance(stmt, ast.Update) else len(changes)
             tag = f"{'UPDATE' if isinstance(stmt, ast.Update) else 'DELETE'} {count_rows}"
         if self.txn.explicit:
+            # a duplicate key fails the statement, as in PostgreSQL (COMMIT checks again)
+            self.coord.keys.check(ref, [*self.txn.writes.get(ref.id, ()), *changes])
             self.txn.kind = "write"
             self.txn.writes.setdefault(ref.id, []).extend(changes)
             return QueryResult(command_tag=tag)
@@ -718,18 +720,25 @@ class _CopyIn(CopyInRequest):
                 full[pos] = v
             for col, v in zip(self.ref.columns, full, strict=True):
                 if v is None and not col.get("nullable", True):
-                    raise AdapterError(
+                    raise PgError(
                         E.NOT_NULL_VIOLATION,
-                        f'null value in column "{col["name"]}" violates not-null constraint',
+                        f'null value in column "{col["name"]}" of relation "{self.ref.name}" '
+                        "violates not-null constraint",
                     )
             self.rows.append(tuple(full))
 
     async def finish(self, row_count: int) -> str:
         s = self.session
         changes: Changes = [(r, 1) for r in self.rows]
-        if s.txn.explicit:
-            s.txn.kind = "write"
-            s.txn.writes.setdefault(self.ref.id, []).extend(changes)
-        else:
-            await s.coord.write({self.ref.id: changes})
+        try:
+            if s.txn.explicit:
+                s.coord.keys.check(self.ref, [*s.txn.writes.get(self.ref.id, ()), *changes])
+                s.txn.kind = "write"
+                s.txn.writes.setdefault(self.ref.id, []).extend(changes)
+            else:
+                await s.coord.write({self.ref.id: changes})
+        except AdapterError as e:  # e.g. 23505: the server sends PgErrors only
+            if s.txn.explicit:
+                s.txn.failed = True
+            raise to_pg_error(e) from e
         return f"COPY {row_count}"
