@@ -212,10 +212,6 @@ def test_interval_months_text(env: EnvironmentdProcess, tmp_path: Path) -> None:
     assert out.rows == [("1 year 2 mons 3 days",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SET TimeZone is accepted and reported but timestamptz output stays UTC",
-)
 def test_timezone_setting_applies_to_output(env: EnvironmentdProcess, tmp_path: Path) -> None:
     outs = run_steps(
         env,

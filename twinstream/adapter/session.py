@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import json
 import logging
@@ -35,7 +36,7 @@ from twinstream.adapter.show import execute_show
 from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe, subscribe_rows
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
 from twinstream.adapter.types import oid_of, oid_of_name
-from twinstream.adapter.vars import SessionVars
+from twinstream.adapter.vars import SessionVars, canonical
 from twinstream.catalog import FenceError
 from twinstream.persist.types import Row
 from twinstream.pgwire.backend import (
@@ -162,6 +163,17 @@ def _engine_params(params: Sequence[object], oids: Sequence[int]) -> list[object
     return out
 
 
+def _utc_row(row: Row) -> Row:
+    """timestamptz values as stored: in UTC (the engine hands them out in the session's
+    zone; persist compares rows by their encoding)."""
+    if not any(isinstance(v, dt.datetime) and v.tzinfo is not None for v in row):
+        return row
+    return tuple(
+        v.astimezone(dt.UTC) if isinstance(v, dt.datetime) and v.tzinfo is not None else v
+        for v in row
+    )
+
+
 def _named(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """DuckDB's (name, type) columns with the names PostgreSQL gives them (from the plan)."""
     names = output_names(plan)
@@ -194,7 +206,7 @@ class AdapterSession(Session):
         for key in ("application_name", "client_encoding", "DateStyle", "TimeZone"):
             if params.get(key):
                 with contextlib.suppress(AdapterError):
-                    out = self.vars.set(key, params[key])
+                    out = self._set_var(key, params[key])
                     if out:
                         reported[out[0]] = out[1]
         self.coord.register_session(
@@ -301,6 +313,21 @@ class AdapterSession(Session):
             out.append(g if g else oid_of_name(inferred.get(i + 1, "text")))
         return out
 
+    def _set_var(self, name: str, value: str | None) -> tuple[str, str] | None:
+        """SET / RESET a session variable. TimeZone also goes to the session's engine cursor:
+        timestamptz values come out (and unzoned literals are read) in the session's zone."""
+        if canonical(name) == "timezone":
+            zone = "UTC" if value is None or value.lower() in ("default", "local") else value
+            try:
+                self.cursor.execute("SET TimeZone = '" + zone.replace("'", "''") + "'")
+            except duckdb.Error:
+                raise AdapterError(
+                    E.INVALID_PARAMETER_VALUE,
+                    f'invalid value for parameter "TimeZone": "{zone}"',
+                ) from None
+            value = None if value is None else zone
+        return self.vars.set(name, value)
+
     def _end_txn(self) -> None:
         if self.txn.duck_open:
             with contextlib.suppress(Exception):
@@ -396,21 +423,23 @@ class AdapterSession(Session):
                 and value not in self.coord.index.databases
             ):
                 self.ctx.notice(f'database "{value}" does not exist', severity="NOTICE")
-            reported = self.vars.set(stmt.name, value)
+            reported = self._set_var(stmt.name, value)
             if reported is not None:
                 self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="SET")
         if isinstance(stmt, ast.Reset):
             if stmt.name is None:
                 self.vars.reset_all()
+                self._set_var("timezone", None)
             else:
-                reported = self.vars.set(stmt.name, None)
+                reported = self._set_var(stmt.name, None)
                 if reported is not None:
                     self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="RESET")
         if isinstance(stmt, ast.Discard):
             self._end_txn()
             self.vars.reset_all()
+            self._set_var("timezone", None)
             self.cursors.clear()
             return QueryResult(command_tag="DISCARD ALL")
         if isinstance(stmt, ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate):
@@ -643,6 +672,7 @@ class AdapterSession(Session):
                 changes = delete_changes(engine, cur, index, stmt, ref, db, path, system, params)
             count_rows = len(changes) // 2 if isinstance(stmt, ast.Update) else len(changes)
             tag = f"{'UPDATE' if isinstance(stmt, ast.Update) else 'DELETE'} {count_rows}"
+        changes = [(_utc_row(r), d) for r, d in changes]
         if self.txn.explicit:
             # a duplicate key fails the statement, as in PostgreSQL (COMMIT checks again)
             self.coord.keys.check(ref, [*self.txn.writes.get(ref.id, ()), *changes])

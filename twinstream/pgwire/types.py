@@ -10,7 +10,7 @@
 | bytea | 17 | bytes |
 | date | 1082 | datetime.date |
 | timestamp | 1114 | naive datetime.datetime |
-| timestamptz | 1184 | aware datetime.datetime in UTC |
+| timestamptz | 1184 | aware datetime.datetime (decoded in UTC; text output keeps the value's offset) |
 | interval | 1186 | datetime.timedelta (months count as 30 days, see below) |
 | uuid | 2950 | uuid.UUID |
 | json / jsonb | 114 / 3802 | the decoded JSON value (dict, list, str, int, float, bool, None) |
@@ -23,6 +23,8 @@ Conventions (the same as asyncpg's where they overlap):
   A decoded month counts as 30 days (PostgreSQL's own `justify_days` rule) and a year as 360
   days; encoding always sends months = 0. So `interval '1 month'` arrives as 30 days and goes
   back as `30 days`: comparable, not identical. Days and the time part keep the same sign.
+- timestamptz text output is in the value's own zone: the backend hands out values in the
+  session's TimeZone (naive values count as UTC); binary output is the UTC instant.
 - text output follows the session settings the server announces: DateStyle ISO, TimeZone UTC,
   IntervalStyle postgres, extra_float_digits 1 (shortest exact floats), bytea_output hex.
 - text input accepts the ISO forms (and what the text output produces), not every input
@@ -62,6 +64,7 @@ __all__ = [
     "encode_text",
     "encoder",
     "infer_oid",
+    "timestamp_has_zone",
     "type_name",
     "type_size",
 ]
@@ -668,6 +671,13 @@ def _parse_timestamp(text: str, type_name: str) -> tuple[dt.datetime, dt.timedel
     return value, offset
 
 
+def timestamp_has_zone(text: str) -> bool:
+    """Whether a timestamp literal names its zone (else PostgreSQL reads it in the session's
+    TimeZone). Unparsable text counts as zoned: decoding it reports the error."""
+    match = _TS_RE.match(text)
+    return match is None or match.group(8) is not None
+
+
 def _parse_offset(body: str) -> dt.timedelta:
     if ":" in body:
         fields = [int(f) for f in body.split(":")]
@@ -724,12 +734,31 @@ def _timestamp_text_out_iso(v: object) -> str:
     return _iso_date(t) + _frac(t.microsecond)
 
 
+def _offset_text(off: dt.timedelta) -> str:
+    """PostgreSQL's zone offset: `+00`, `-05`, `+05:30`, `+00:19:32`."""
+    total = int(off.total_seconds())
+    sign = "-" if total < 0 else "+"
+    hh, rest = divmod(abs(total), 3600)
+    mm, ss = divmod(rest, 60)
+    text = f"{sign}{hh:02d}"
+    if mm or ss:
+        text += f":{mm:02d}"
+    if ss:
+        text += f":{ss:02d}"
+    return text
+
+
 def _timestamptz_text_out(v: object) -> str:
+    """In the value's own zone (the session's TimeZone: the engine converts), UTC if naive."""
     t = _as_utc(v)
     if t == _MAX_UTC:
         return "infinity"
     if t == _MIN_UTC:
         return "-infinity"
+    if isinstance(v, dt.datetime) and v.tzinfo is not None:
+        off = v.utcoffset()
+        if off:
+            return _iso_date(v) + _frac(v.microsecond) + _offset_text(off)
     return _iso_date(t) + _frac(t.microsecond) + "+00"
 
 
