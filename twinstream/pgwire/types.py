@@ -10,7 +10,7 @@
 | bytea | 17 | bytes |
 | date | 1082 | datetime.date |
 | timestamp | 1114 | naive datetime.datetime |
-| timestamptz | 1184 | aware datetime.datetime (decoded in UTC; text output keeps the value's offset) |
+| timestamptz | 1184 | aware datetime.datetime (decoded in UTC; see below) |
 | interval | 1186 | datetime.timedelta (months count as 30 days, see below) |
 | uuid | 2950 | uuid.UUID |
 | json / jsonb | 114 / 3802 | the decoded JSON value (dict, list, str, int, float, bool, None) |
