@@ -285,16 +285,15 @@ async def test_copy_from_query(conn: asyncpg.Connection) -> None:
     assert out.getvalue() == b"10\teng\n20\tsales\n30\tempty\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="copy_records_to_table sends COPY ... (FORMAT binary); the server ignores the "
-    "format option and parses the binary stream as text (22021 invalid byte sequence)",
-)
 async def test_copy_records_to_table_binary(conn: asyncpg.Connection) -> None:
     status = await conn.copy_records_to_table(
         "conf_types", records=[(40401, "rec"), (40402, None)], columns=["id", "t"]
     )
     assert status == "COPY 2"
+    rows = await conn.fetch(
+        "SELECT id, t FROM conf_types WHERE id BETWEEN 40401 AND 40409 ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [(40401, "rec"), (40402, None)]
 
 
 async def test_introspection_type_by_name(conn: asyncpg.Connection) -> None:

@@ -26,6 +26,7 @@ from sqlglot import exp
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.coordinator import Coordinator, SessionInfo
+from twinstream.adapter.copy_options import copy_format
 from twinstream.adapter.ddl import execute_ddl, is_ddl
 from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_changes
 from twinstream.adapter.duck_errors import translate
@@ -49,6 +50,7 @@ from twinstream.pgwire.backend import (
     Session,
     StatementDescription,
 )
+from twinstream.pgwire.copy import CopyFormat
 from twinstream.pgwire.errors import PgError
 from twinstream.pgwire.messages import TransactionStatus
 from twinstream.sql import SqlError, ast, infer_param_types, parse_statement
@@ -688,18 +690,7 @@ class AdapterSession(Session):
     # -- COPY ----------------------------------------------------------------------------------
 
     async def _copy(self, stmt: ast.Copy, params: list[object]) -> ExecuteResult:
-        for opt in stmt.options:
-            if opt.name == "format" and str(opt.value).lower() != "text":
-                raise AdapterError(
-                    E.FEATURE_NOT_SUPPORTED, f"COPY format {opt.value} is not supported yet"
-                )
-            defaults = {"delimiter": ("\t",), "null": ("\\N", "\\\\N"), "encoding": ("utf8",)}
-            if opt.name in defaults and str(opt.value) in defaults[opt.name]:
-                continue  # the text format's own defaults (psycopg2's copy_from sends them)
-            if opt.name != "format":
-                raise AdapterError(
-                    E.FEATURE_NOT_SUPPORTED, f"COPY option {opt.name.upper()} is not supported yet"
-                )
+        fmt = copy_format(stmt.options, stmt.direction)
         target = stmt.target
         if stmt.direction == "to":
             if isinstance(target, ast.Select):
@@ -715,7 +706,7 @@ class AdapterSession(Session):
                 plan = self._plan_subscribe(target)
                 return CopyOutStream(columns=plan.columns(), rows=subscribe_rows(plan))
             assert result.columns is not None
-            return CopyOutStream(columns=result.columns, rows=result.rows)
+            return CopyOutStream(columns=result.columns, rows=result.rows, format=fmt)
         if not isinstance(target, ast.QualifiedName):
             raise AdapterError(E.SYNTAX_ERROR, "COPY FROM needs a table")
         if self.coord.config.read_only:
@@ -730,13 +721,15 @@ class AdapterSession(Session):
                 raise AdapterError(
                     E.UNDEFINED_COLUMN, f'column "{c}" of relation "{ref.name}" does not exist'
                 )
-        return _CopyIn(self, ref, chosen)
+        return _CopyIn(self, ref, chosen, fmt)
 
 
 class _CopyIn(CopyInRequest):
-    def __init__(self, session: AdapterSession, ref: ItemRef, columns: list[str]) -> None:
+    def __init__(
+        self, session: AdapterSession, ref: ItemRef, columns: list[str], fmt: CopyFormat
+    ) -> None:
         by_name = {c["name"]: c for c in ref.columns}
-        super().__init__([Column(c, oid_of(by_name[c]["type"])) for c in columns])
+        super().__init__([Column(c, oid_of(by_name[c]["type"])) for c in columns], fmt)
         self.session = session
         self.ref = ref
         self.positions = [[c["name"] for c in ref.columns].index(c) for c in columns]
