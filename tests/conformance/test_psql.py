@@ -202,14 +202,11 @@ def test_text_output(env: EnvironmentdProcess, tmp_path: Path, sql: str, expecte
     assert out.rows == [tuple(expected.split("|"))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="intervals with months come back as timedelta (DuckDB's Python conversion turns "
-    "months into 30-day days): '1 year 2 mons 3 days' prints as '423 days'",
-)
 def test_interval_months_text(env: EnvironmentdProcess, tmp_path: Path) -> None:
     out = _one(env, "SELECT '1 year 2 mons 3 days'::interval", tmp_path)
     assert out.rows == [("1 year 2 mons 3 days",)]
+    out = _one(env, "SELECT interval '-1 month 3 days', 1, interval '-1 days -04:00:00'", tmp_path)
+    assert out.rows == [("-1 mons +3 days", "1", "-1 days -04:00:00")]
 
 
 def test_timezone_setting_applies_to_output(env: EnvironmentdProcess, tmp_path: Path) -> None:
