@@ -192,11 +192,6 @@ def test_transaction_rollback(engine: sa.Engine, items: sa.Table) -> None:
     assert count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEALLOCATE is not supported: psycopg auto-prepares a statement run 5 times, and "
-    "the next rollback (every pool check-in) sends DEALLOCATE ALL -> 0A000",
-)
 def test_rollback_after_auto_prepared_statements(envd: EnvironmentdProcess) -> None:
     eng = probe_engine(envd, connect_args={})
     try:

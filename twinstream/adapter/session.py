@@ -17,8 +17,10 @@ import itertools
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -163,6 +165,26 @@ def _engine_params(params: Sequence[object], oids: Sequence[int]) -> list[object
         if oid in _JSON_OIDS and out[i] is not None and not isinstance(out[i], str):
             out[i] = json.dumps(out[i])
     return out
+
+
+#: A value of each parameter type for describing a statement: the engine types a `$n` by its
+#: value, so `SELECT $1` with an int4 parameter is described as int4, not as unknown/text.
+#: (Text-like types stay NULL: a sample string could fail a cast the query applies.)
+_DESCRIBE_SAMPLES: dict[int, object] = {
+    16: True,
+    20: 2**40,
+    21: 1,
+    23: 1,
+    26: 1,
+    700: 1.0,
+    701: 1.0,
+    1700: Decimal(1),
+    1082: dt.date(2000, 1, 1),
+    1114: dt.datetime(2000, 1, 1),
+    1184: dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+    1186: dt.timedelta(0),
+    2950: uuid.UUID(int=1),
+}
 
 
 def _utc_row(row: Row) -> Row:
@@ -345,15 +367,17 @@ class AdapterSession(Session):
         try:
             stmt = self._parse(sql)
             oids = self._param_oids(stmt, param_oids)
-            return StatementDescription(oids, await self._columns_of(stmt, len(oids)))
+            return StatementDescription(oids, await self._columns_of(stmt, oids))
         except Exception as e:
             raise to_pg_error(e) from e
 
-    async def _columns_of(self, stmt: ast.Statement, nparams: int) -> list[Column] | None:
+    async def _columns_of(self, stmt: ast.Statement, oids: Sequence[int]) -> list[Column] | None:
         if isinstance(stmt, ast.Select):
             plan = self.plan(stmt.query)
             res = await self.coord.engine.query(
-                self.cursor, f"SELECT * FROM ({plan.duck_sql}) AS _q LIMIT 0", [None] * nparams
+                self.cursor,
+                f"SELECT * FROM ({plan.duck_sql}) AS _q LIMIT 0",
+                [_DESCRIBE_SAMPLES.get(oid) for oid in oids],
             )
             # names from the plan (the wrapper above renames duplicates), types from DuckDB
             return [Column(n, oid) for n, oid in _named(plan, res.columns)]
