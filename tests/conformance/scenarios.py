@@ -497,6 +497,7 @@ TYPE_SCENARIOS = [
         (
             q("SELECT '-12345.678900'::numeric", [(Decimal("-12345.678900"),)]),
             q("SELECT $1::numeric", [(Decimal("0.123456789"),)], Decimal("0.123456789")),
+            q("SELECT 1.50::numeric, '1e3'::numeric", [(Decimal("1.50"), Decimal("1000"))]),
         ),
     ),
     Scenario(
@@ -1151,11 +1152,6 @@ KNOWN_BUGS: dict[str, dict[str, str]] = {
     "type_literal_by": {
         "*": "a string literal compared with a bytea column (by = '\\x00ff41') is not read as "
         "bytea input: the planner does not know column types yet"
-    },
-    # -- type round trips
-    "numeric_unconstrained_cast": {
-        "*": "::numeric without precision becomes DuckDB DECIMAL(18,3): values are rounded to "
-        "3 decimals ('-12345.678900' -> -12345.679)"
     },
     # -- queries
     "aggregate_result_types": {

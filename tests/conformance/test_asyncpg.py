@@ -227,11 +227,6 @@ async def test_binary_echo(conn: asyncpg.Connection, type_name: str, value: Any)
     assert isinstance(got, type(value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="$1::numeric (no typmod) is DuckDB DECIMAL(18,3): -12345.678900 comes back "
-    "as -12345.679",
-)
 async def test_binary_echo_unconstrained_numeric(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("SELECT $1::numeric", Decimal("-12345.678900")) == Decimal(
         "-12345.678900"

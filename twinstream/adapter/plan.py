@@ -67,6 +67,7 @@ def qualify(
     pg_catalog.fix_function_table_aliases(expr)
     pg_catalog.fix_array_literals(expr)
     _bytea_literals(expr)
+    _unconstrained_numeric_casts(expr)
     ctes = _cte_names(expr)
     tableoid = any(c.name == "tableoid" for c in expr.find_all(exp.Column))
     deps: dict[str, ItemRef] = {}
@@ -301,6 +302,50 @@ def _bytea_literals(expr: exp.Expr) -> None:
             raise AdapterError(e.sqlstate, e.message) from None
         assert isinstance(data, bytes)
         cast.replace(exp.Anonymous(this="from_hex", expressions=[exp.Literal.string(data.hex())]))
+
+
+#: DuckDB's widest DECIMAL; PostgreSQL's unconstrained numeric has no limit.
+_MAX_DECIMAL_PRECISION = 38
+
+
+def _unconstrained_numeric_casts(expr: exp.Expr) -> None:
+    """`x::numeric` without a typmod keeps every digit in PostgreSQL, while DuckDB's bare
+    DECIMAL is DECIMAL(18,3) (rounds to 3 places). A literal gets exactly its own precision
+    and scale; a parameter is left uncast (the engine types a Decimal parameter by its own
+    digits). Other expressions keep DuckDB's default."""
+    from decimal import Decimal, InvalidOperation
+
+    from twinstream.sql.params import param_number
+
+    for cast in list(expr.find_all(exp.Cast)):
+        to = cast.to
+        if not (
+            isinstance(to, exp.DataType)
+            and to.this == exp.DataType.Type.DECIMAL
+            and not to.expressions
+        ):
+            continue
+        arg = cast.this
+        if param_number(arg) is not None:
+            cast.replace(arg)
+            continue
+        if not isinstance(arg, exp.Literal):
+            continue
+        try:
+            value = Decimal(str(arg.this).strip())
+        except InvalidOperation:
+            continue  # DuckDB reports the bad input (22P02)
+        if not value.is_finite():
+            continue
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        scale = max(0, -exponent)
+        digits = max(len(value.as_tuple().digits), scale, 1)
+        integer_digits = digits - scale
+        if integer_digits + scale > _MAX_DECIMAL_PRECISION:
+            continue
+        precision = max(_MAX_DECIMAL_PRECISION, integer_digits + scale)
+        cast.set("to", exp.DataType.build(f"DECIMAL({precision}, {scale})", dialect="duckdb"))
 
 
 def _set_parts(table: exp.Table, database: str, schema: str, name: str) -> None:
