@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from twinstream.adapter import pg_catalog
+from twinstream.adapter import pg_catalog, typed_rewrites
 from twinstream.adapter.errors import UNDEFINED_TABLE, AdapterError
 from twinstream.adapter.names import SYSTEM_SCHEMAS, CatalogIndex, ItemRef
 
@@ -54,6 +54,7 @@ def qualify(
     *,
     user: str | None = None,
     backend_pid: int = 0,
+    probe: typed_rewrites.Probe | None = None,
 ) -> PlannedQuery:
     """Rewrite table references in place (on a copy) and return DuckDB SQL + dependencies."""
     ctx = pg_catalog.PgContext(
@@ -95,6 +96,8 @@ def qualify(
             raise AdapterError(UNDEFINED_TABLE, f'relation "{".".join(parts)}" does not exist')
         deps[ref.id] = ref
         _set_parts(table, ref.database, ref.schema, ref.name)
+    if probe is not None:  # types from the engine: WHERE must be boolean, avg(), bytea input
+        typed_rewrites.apply(expr, probe)
     return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()), names)
 
 

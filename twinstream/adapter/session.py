@@ -301,11 +301,21 @@ class AdapterSession(Session):
             SYSTEM_RELATIONS,
             user=self.ctx.user,
             backend_pid=self.conn_id,
+            probe=self._probe_types,
         )
         if len(self._plans) >= _PARSE_CACHE_MAX:
             self._plans.clear()
         self._plans[key] = (query, planned)
         return planned
+
+    def _probe_types(self, sql: str) -> list[str] | None:
+        """The engine's column types of a probe query (typed_rewrites), None if it fails."""
+        try:
+            res = self.cursor.execute(sql)
+        except duckdb.Error:
+            return None
+        desc = res.description
+        return None if desc is None else [str(d[1]) for d in desc]
 
     def _plan_subscribe(self, stmt: ast.Subscribe) -> SubscribePlan:
         if isinstance(stmt.target, ast.QualifiedName):
