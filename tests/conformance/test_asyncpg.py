@@ -177,9 +177,6 @@ async def test_cursor_prefetch_in_transaction(conn: asyncpg.Connection) -> None:
     assert got == [1, 2, 3, 4, 5]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="MOVE is not supported (0A000): asyncpg's Cursor.forward() sends MOVE"
-)
 async def test_cursor_fetch_forward(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         cur = await conn.cursor("SELECT id FROM conf_people WHERE id > $1 ORDER BY id", 1)

@@ -81,6 +81,12 @@ _DEALLOCATE = re.compile(
     re.IGNORECASE,
 )
 
+_MOVE = re.compile(
+    r"^\s*move\s+(?:forward\s+)?(?:(\d+|all|next)\s+)?(?:(?:from|in)\s+)?"
+    r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*;?\s*$',
+    re.IGNORECASE,
+)
+
 SERVER_VERSION = "15.0 (twinstream)"
 _UTF8_NAMES = {"utf8", "unicode", "sqlascii"}
 _EXTENDED_TYPES = {"P", "B", "D", "E", "C", "H", "S"}
@@ -614,8 +620,10 @@ class Connection:
             try:
                 if self._cancel_requested:
                     raise _canceled()
-                result = self._deallocate(statement) or await self.session.execute(
-                    statement, [], []
+                result = (
+                    self._deallocate(statement)
+                    or await self._move(statement)
+                    or await self.session.execute(statement, [], [])
                 )
                 await self._simple_result(result)
             except PgError as err:
@@ -648,6 +656,34 @@ class Connection:
                 SqlState.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{key}" does not exist'
             )
         return QueryResult(command_tag="DEALLOCATE")
+
+    async def _move(self, sql: str) -> QueryResult | None:
+        """SQL `MOVE [FORWARD] [n | ALL | NEXT] {FROM | IN} portal` on a protocol-level portal
+        that has started (asyncpg's `Cursor.forward` names its portal): skip rows. Other MOVEs
+        (SQL cursors) go to the backend."""
+        match = _MOVE.match(sql)
+        if match is None:
+            return None
+        count_text, name = match.group(1), match.group(2)
+        key = name[1:-1].replace('""', '"') if name.startswith('"') else name
+        portal = self._portals.get(key)
+        if portal is None or not portal.started or portal.source is None:
+            return None
+        word = (count_text or "1").lower()
+        want = None if word == "all" else (1 if word == "next" else int(word))
+        moved = 0
+        source = portal.source
+        while want is None or moved < want:
+            step = ROW_BATCH if want is None else min(ROW_BATCH, want - moved)
+            if source.is_async:
+                row = await source.next_async()
+                got = 0 if row is None else 1
+            else:
+                got = len(source.take_sync(step))
+            moved += got
+            if got == 0 or (not source.is_async and got < step):
+                break
+        return QueryResult(command_tag=f"MOVE {moved}")
 
     async def _simple_result(self, result: object) -> None:
         if isinstance(result, CopyInRequest):
@@ -829,8 +865,10 @@ class Connection:
             if not portal.started:
                 portal.started = True
                 stmt = portal.statement
-                result = self._deallocate(stmt.sql) or await self.session.execute(
-                    stmt.sql, portal.params, stmt.param_oids
+                result = (
+                    self._deallocate(stmt.sql)
+                    or await self._move(stmt.sql)
+                    or await self.session.execute(stmt.sql, portal.params, stmt.param_oids)
                 )
                 if isinstance(result, CopyInRequest):
                     portal.done = True
