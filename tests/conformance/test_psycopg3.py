@@ -355,18 +355,14 @@ def test_description_type_oids_of_columns(conn: psycopg.Connection[Any]) -> None
     ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="varchar(n) columns are described as text (OID 25), not 1043"
-)
 def test_description_varchar_oid(conn: psycopg.Connection[Any]) -> None:
     cur = conn.execute("SELECT v FROM conf_types LIMIT 0")
     assert cur.description is not None and cur.description[0].type_code == 1043
+    cur = conn.execute("SELECT c.v AS x, c.n, c.v || '' FROM conf_types c LIMIT 0")
+    assert [d.type_code for d in cur.description or []] == [1043, 1700, 25]
+    assert cur.description is not None and cur.description[0].display_size == 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="numeric(10,2) columns have type modifier -1 in RowDescription (no precision/scale)",
-)
 def test_description_numeric_typmod(conn: psycopg.Connection[Any]) -> None:
     cur = conn.execute("SELECT n FROM conf_types LIMIT 0")
     assert cur.description is not None

@@ -33,6 +33,9 @@ class PlannedQuery:
     #: The output column names PostgreSQL reports (None when the query has a `*`: DuckDB's
     #: names for the expanded columns are the right ones then).
     output_names: tuple[str, ...] | None = None
+    #: Per output column, the declared (type OID, typmod) of the table column it reads
+    #: directly (varchar(20) is 1043 with typmod 24; DuckDB knows only VARCHAR), else None.
+    column_types: tuple[tuple[int, int] | None, ...] | None = None
 
 
 def output_names(planned: PlannedQuery) -> tuple[str, ...] | None:
@@ -72,6 +75,8 @@ def qualify(
     ctes = _cte_names(expr)
     tableoid = any(c.name == "tableoid" for c in expr.find_all(exp.Column))
     deps: dict[str, ItemRef] = {}
+    top = _top_select(expr)
+    top_tables: dict[str, ItemRef] = {}  # alias -> table read by the top SELECT's FROM
     for table in list(expr.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):
             continue  # a table function such as generate_series(...)
@@ -95,10 +100,38 @@ def qualify(
                 continue
             raise AdapterError(UNDEFINED_TABLE, f'relation "{".".join(parts)}" does not exist')
         deps[ref.id] = ref
+        alias = table.alias or table.name
         _set_parts(table, ref.database, ref.schema, ref.name)
+        parent = table.parent
+        if top is not None and isinstance(parent, exp.From | exp.Join) and parent.parent is top:
+            top_tables[alias] = ref
     if probe is not None:  # types from the engine: WHERE must be boolean, avg(), bytea input
         typed_rewrites.apply(expr, probe)
-    return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()), names)
+    column_types = _declared_column_types(top, top_tables) if names is not None else None
+    return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()), names, column_types)
+
+
+def _declared_column_types(
+    top: exp.Select | None, tables: dict[str, ItemRef]
+) -> tuple[tuple[int, int] | None, ...] | None:
+    """(OID, typmod) of output columns that are plain references to a table column."""
+    if top is None or not tables:
+        return None
+    out: list[tuple[int, int] | None] = []
+    for proj in top.expressions:
+        col = proj.this if isinstance(proj, exp.Alias) else proj
+        found: tuple[int, int] | None = None
+        if isinstance(col, exp.Column) and not isinstance(col.this, exp.Star):
+            ref = tables.get(col.table) if col.table else None
+            if ref is None and not col.table and len(tables) == 1:
+                ref = next(iter(tables.values()))
+            if ref is not None and ref.type == "table":
+                for c in ref.columns:
+                    if c["name"] == col.name:
+                        found = pg_catalog.type_of_column(str(c["type"]))
+                        break
+        out.append(found)
+    return tuple(out)
 
 
 def _route_emulated(

@@ -206,6 +206,26 @@ def _named(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[tuple[str
     return [(n, oid) for n, (_duck_name, oid) in zip(names, columns, strict=True)]
 
 
+#: Engine result OID -> declared column OIDs it may stand for (DuckDB has one VARCHAR).
+_REFINABLE = {25: (25, 1043, 1042), 1700: (1700,)}
+
+
+def _described(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[Column]:
+    """Result columns: PostgreSQL's names, and the declared type (varchar, bpchar) and typmod
+    (varchar(20), numeric(10,2)) of columns read straight from a table."""
+    named = _named(plan, columns)
+    declared = plan.column_types
+    if declared is None or len(declared) != len(named):
+        return [Column(n, oid) for n, oid in named]
+    out = []
+    for (name, oid), decl in zip(named, declared, strict=True):
+        if decl is not None and decl[0] in _REFINABLE.get(oid, ()):
+            out.append(Column(name, decl[0], type_modifier=decl[1]))
+        else:
+            out.append(Column(name, oid))
+    return out
+
+
 class AdapterSession(Session):
     def __init__(self, coord: Coordinator, ctx: ConnectionContext) -> None:
         self.coord = coord
@@ -390,7 +410,7 @@ class AdapterSession(Session):
                 [_DESCRIBE_SAMPLES.get(oid) for oid in oids],
             )
             # names from the plan (the wrapper above renames duplicates), types from DuckDB
-            return [Column(n, oid) for n, oid in _named(plan, res.columns)]
+            return _described(plan, res.columns)
         if isinstance(
             stmt, ast.Explain | ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate
         ):
@@ -527,8 +547,7 @@ class AdapterSession(Session):
         if plan.dependencies:  # reads of system catalogs only do not make this a read txn
             await self._begin_read()
         res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
-        columns = [Column(n, oid) for n, oid in _named(plan, res.columns)]
-        return QueryResult(columns=columns, rows=res.rows)
+        return QueryResult(columns=_described(plan, res.columns), rows=res.rows)
 
     async def _begin_read(self) -> None:
         if not self.txn.explicit:
