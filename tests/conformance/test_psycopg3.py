@@ -197,6 +197,15 @@ def test_server_side_cursor_scroll_and_binary(setup_done: EnvironmentdProcess) -
         with c.cursor(name="conf_named_bin", binary=True) as cur:
             cur.execute("SELECT id, salary, hired FROM conf_people ORDER BY id")
             rows = cur.fetchall()
+        with c.cursor(name="conf_named_scroll", scrollable=True) as cur:
+            cur.execute("SELECT id FROM conf_people ORDER BY id")
+            assert cur.fetchone() == (1,)
+            cur.scroll(2)  # MOVE 2: skips 2 and 3
+            assert cur.fetchone() == (4,)
+            cur.scroll(-3)  # MOVE -3: back before 2
+            assert cur.fetchone() == (2,)
+            cur.scroll(0, mode="absolute")  # MOVE ABSOLUTE 0: before the first row
+            assert cur.fetchmany(2) == [(1,), (2,)]
         c.commit()
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
 

@@ -768,3 +768,21 @@ def test_primary_key_column_and_table_constraints() -> None:
     stmt = parse_statement("CREATE TABLE t (a int, CONSTRAINT t_k PRIMARY KEY (a))")
     assert isinstance(stmt, ast.CreateTable)
     assert stmt.primary_keys == (ast.PrimaryKey(("a",), "t_k"),)
+
+
+@pytest.mark.parametrize(
+    ("sql", "mode", "count"),
+    [
+        ("MOVE c", "relative", 1),
+        ("MOVE NEXT FROM c", "relative", 1),
+        ("MOVE PRIOR IN c", "relative", -1),
+        ("MOVE FORWARD 3 FROM c", "relative", 3),
+        ("MOVE BACKWARD 2 FROM c", "relative", -2),
+        ("MOVE -2 FROM c", "relative", -2),
+        ("MOVE ABSOLUTE 0 FROM c", "absolute", 0),
+        ("MOVE LAST FROM c", "absolute", -1),
+        ("MOVE FORWARD ALL FROM c", "relative", 2**62),
+    ],
+)
+def test_move(sql: str, mode: str, count: int) -> None:
+    assert parse_statement(sql) == ast.Move("c", mode, count)

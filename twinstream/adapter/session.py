@@ -515,6 +515,8 @@ class AdapterSession(Session):
             if sub is not None:
                 return await self._fetch_subscribe(stmt, sub)
             return self._fetch(stmt)
+        if isinstance(stmt, ast.Move):
+            return self._move(stmt)
         if isinstance(stmt, ast.Close):
             if stmt.name is None:
                 self.cursors.clear()
@@ -609,6 +611,23 @@ class AdapterSession(Session):
         rows = cur.rows[cur.pos : end]
         cur.pos += len(rows)
         return QueryResult(command_tag=f"FETCH {len(rows)}", columns=cur.columns, rows=rows)
+
+    def _move(self, stmt: ast.Move) -> QueryResult:
+        """Reposition a SQL cursor; the tag counts the rows passed over, as PostgreSQL's."""
+        cur = self.cursors.get(stmt.cursor)
+        if cur is None:
+            raise AdapterError("34000", f'cursor "{stmt.cursor}" does not exist')
+        n = len(cur.rows)
+        if stmt.mode == "absolute":
+            target = stmt.count if stmt.count >= 0 else n + 1 + stmt.count
+            # FETCH ABSOLUTE k leaves the cursor on row k: the next FETCH reads row k + 1
+            new = min(max(target, 0), n)
+            moved = 1 if 0 < target <= n else 0
+        else:
+            new = min(max(cur.pos + stmt.count, 0), n)
+            moved = abs(new - cur.pos)
+        cur.pos = new
+        return QueryResult(command_tag=f"MOVE {moved}")
 
     def _savepoint(self, m: re.Match[str]) -> QueryResult:
         """SAVEPOINT / RELEASE / ROLLBACK TO: a savepoint remembers the buffered writes; rolling

@@ -563,6 +563,15 @@ class Fetch(Statement):
 
 
 @dataclass(frozen=True)
+class Move(Statement):
+    """MOVE: reposition a cursor. `absolute` counts from the start (negative: from the end)."""
+
+    cursor: str
+    mode: str = "relative"  # relative | absolute
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class Close(Statement):
     name: str | None  # None: ALL
 

@@ -87,7 +87,6 @@ _UNSUPPORTED_STATEMENTS = {
     "do": "DO",
     "merge": "MERGE",
     "import": "IMPORT FOREIGN SCHEMA",
-    "move": "MOVE",
 }
 
 # Object kinds of CREATE/DROP/ALTER that PostgreSQL or Materialize has and twinstream does not.
@@ -775,6 +774,7 @@ class _Parser:
             "explain": self.explain,
             "declare": self.declare,
             "fetch": self.fetch,
+            "move": self.move,
             "close": self.close,
             "discard": self.discard,
             "prepare": self.prepare,
@@ -1971,9 +1971,9 @@ class _Parser:
         while not self.at_kw("cursor"):
             if self.accept_kw("no", "scroll") or self.accept_kw("insensitive"):
                 continue
-            if self.accept_kw("asensitive"):
-                continue
-            if self.at_kw("binary") or self.at_kw("scroll"):
+            if self.accept_kw("asensitive") or self.accept_kw("scroll"):
+                continue  # SQL cursors are materialized: every one can scroll
+            if self.at_kw("binary"):
                 raise self.unsupported("DECLARE ... " + self.peek().value.upper())
             raise self.error("CURSOR")
         self.expect_kw("cursor")
@@ -2013,6 +2013,39 @@ class _Parser:
         cursor = self.ident("cursor name")
         options = self.with_options()
         return ast.Fetch(cursor, count, options)
+
+    def move(self) -> ast.Move:
+        """`MOVE [FORWARD | BACKWARD | ABSOLUTE | RELATIVE] [n | ALL | NEXT | PRIOR | FIRST |
+        LAST] [FROM | IN] cursor` (psycopg's ServerCursor.scroll)."""
+        self.expect_kw("move")
+        mode, count = "relative", 1
+        if self.accept_kw("next"):
+            pass
+        elif self.accept_kw("prior"):
+            count = -1
+        elif self.accept_kw("first"):
+            mode, count = "absolute", 1
+        elif self.accept_kw("last"):
+            mode, count = "absolute", -1
+        else:
+            sign = 1
+            if self.accept_kw("absolute"):
+                mode = "absolute"
+            elif self.accept_kw("backward"):
+                sign = -1
+            elif not self.accept_kw("forward"):
+                self.accept_kw("relative")
+            if self.accept_kw("all"):
+                count = sign * 2**62
+            else:
+                negative = self.accept_op("-")
+                if _is_integer(self.peek()):
+                    count = sign * self.integer() * (-1 if negative else 1)
+                else:
+                    count = sign
+        if not self.accept_kw("from"):
+            self.accept_kw("in")
+        return ast.Move(self.ident("cursor name"), mode, count)
 
     def close(self) -> ast.Close:
         self.expect_kw("close")
