@@ -497,6 +497,7 @@ TYPE_SCENARIOS = [
         (
             q("SELECT '-12345.678900'::numeric", [(Decimal("-12345.678900"),)]),
             q("SELECT $1::numeric", [(Decimal("0.123456789"),)], Decimal("0.123456789")),
+            q("SELECT 1.50::numeric, '1e3'::numeric", [(Decimal("1.50"), Decimal("1000"))]),
         ),
     ),
     Scenario(
@@ -1147,27 +1148,7 @@ assert len(BY_NAME) == len(SCENARIOS), "scenario names must be unique"
 #: scenario -> {client name, client prefix ("psycopg3" matches "psycopg3-text") or "*": why
 #: it fails}. Runners mark these strict xfail: fixing the product makes them XPASS (a
 #: failure) until the entry is removed here.
-KNOWN_BUGS: dict[str, dict[str, str]] = {
-    "type_literal_by": {
-        "*": "a string literal compared with a bytea column (by = '\\x00ff41') is not read as "
-        "bytea input: the planner does not know column types yet"
-    },
-    # -- type round trips
-    "numeric_unconstrained_cast": {
-        "*": "::numeric without precision becomes DuckDB DECIMAL(18,3): values are rounded to "
-        "3 decimals ('-12345.678900' -> -12345.679)"
-    },
-    # -- queries
-    "aggregate_result_types": {
-        "*": "sum(int4) is numeric (DuckDB HUGEINT -> OID 1700, Decimal) instead of int8; "
-        "avg() is float8 instead of numeric"
-    },
-    # -- errors
-    "error_42804_datatype_mismatch": {
-        "*": "WHERE <int4> is accepted (DuckDB casts to boolean); PostgreSQL: 42804 argument "
-        "of WHERE must be type boolean"
-    },
-}
+KNOWN_BUGS: dict[str, dict[str, str]] = {}
 
 
 def known_bug(scenario: str, client: str) -> str | None:

@@ -177,9 +177,6 @@ async def test_cursor_prefetch_in_transaction(conn: asyncpg.Connection) -> None:
     assert got == [1, 2, 3, 4, 5]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="MOVE is not supported (0A000): asyncpg's Cursor.forward() sends MOVE"
-)
 async def test_cursor_fetch_forward(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         cur = await conn.cursor("SELECT id FROM conf_people WHERE id > $1 ORDER BY id", 1)
@@ -227,11 +224,6 @@ async def test_binary_echo(conn: asyncpg.Connection, type_name: str, value: Any)
     assert isinstance(got, type(value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="$1::numeric (no typmod) is DuckDB DECIMAL(18,3): -12345.678900 comes back "
-    "as -12345.679",
-)
 async def test_binary_echo_unconstrained_numeric(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("SELECT $1::numeric", Decimal("-12345.678900")) == Decimal(
         "-12345.678900"
@@ -285,16 +277,15 @@ async def test_copy_from_query(conn: asyncpg.Connection) -> None:
     assert out.getvalue() == b"10\teng\n20\tsales\n30\tempty\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="copy_records_to_table sends COPY ... (FORMAT binary); the server ignores the "
-    "format option and parses the binary stream as text (22021 invalid byte sequence)",
-)
 async def test_copy_records_to_table_binary(conn: asyncpg.Connection) -> None:
     status = await conn.copy_records_to_table(
         "conf_types", records=[(40401, "rec"), (40402, None)], columns=["id", "t"]
     )
     assert status == "COPY 2"
+    rows = await conn.fetch(
+        "SELECT id, t FROM conf_types WHERE id BETWEEN 40401 AND 40409 ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [(40401, "rec"), (40402, None)]
 
 
 async def test_introspection_type_by_name(conn: asyncpg.Connection) -> None:
@@ -302,25 +293,16 @@ async def test_introspection_type_by_name(conn: asyncpg.Connection) -> None:
     assert [tuple(r) for r in rows] == [(23, 0, "b")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="asyncpg's type introspection query (INTRO_LOOKUP_TYPES_13, run for any OID it "
-    "has no builtin codec for) runs (tests/pg_catalog), but its $1::oid[] parameter is "
-    "described as text (no array types/codecs in pgwire): asyncpg refuses to encode the list",
-)
 async def test_introspection_lookup_types(conn: asyncpg.Connection) -> None:
     rows = await asyncio.wait_for(conn.fetch(introspection.INTRO_LOOKUP_TYPES_13, [23, 3802]), 10)
     assert {r["oid"] for r in rows} == {23, 3802}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="arrays: $1::int4[] is described as text (asyncpg rejects a list) and array "
-    "results come back as DuckDB text '[1, 2]'",
-)
 async def test_array_param_and_result(conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("SELECT ARRAY[1, 2]") == [1, 2]
     assert await conn.fetchval("SELECT $1::int4[]", [1, 2]) == [1, 2]
+    assert await conn.fetchval("SELECT $1::text[]", ["a b", None, ""]) == ["a b", None, ""]
+    assert await conn.fetchval("SELECT ARRAY[[1, 2], [3, 4]]") == [[1, 2], [3, 4]]
 
 
 async def test_set_type_codec_builtin(conn: asyncpg.Connection) -> None:

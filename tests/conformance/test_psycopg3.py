@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -196,6 +197,15 @@ def test_server_side_cursor_scroll_and_binary(setup_done: EnvironmentdProcess) -
         with c.cursor(name="conf_named_bin", binary=True) as cur:
             cur.execute("SELECT id, salary, hired FROM conf_people ORDER BY id")
             rows = cur.fetchall()
+        with c.cursor(name="conf_named_scroll", scrollable=True) as cur:
+            cur.execute("SELECT id FROM conf_people ORDER BY id")
+            assert cur.fetchone() == (1,)
+            cur.scroll(2)  # MOVE 2: skips 2 and 3
+            assert cur.fetchone() == (4,)
+            cur.scroll(-3)  # MOVE -3: back before 2
+            assert cur.fetchone() == (2,)
+            cur.scroll(0, mode="absolute")  # MOVE ABSOLUTE 0: before the first row
+            assert cur.fetchmany(2) == [(1,), (2,)]
         c.commit()
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
 
@@ -222,11 +232,6 @@ def test_copy_to_stdout_table(conn: psycopg.Connection[Any]) -> None:
     assert sorted(data.splitlines()) == ["10\teng", "20\tsales", "30\tempty"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="COPY options ignored: (FORMAT CSV, HEADER) still produces text format "
-    "(session._copy never reads stmt.options)",
-)
 def test_copy_out_csv_header(conn: psycopg.Connection[Any]) -> None:
     with (
         conn.cursor() as cur,
@@ -238,17 +243,48 @@ def test_copy_out_csv_header(conn: psycopg.Connection[Any]) -> None:
     assert data.splitlines() == ["id,name", "10,eng", "20,sales", "30,empty"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="COPY ... (FORMAT BINARY) is answered with a text-format CopyInResponse "
-    "(options ignored) instead of binary or 0A000",
-)
-def test_copy_in_binary_format_is_honoured(conn: psycopg.Connection[Any]) -> None:
-    with conn.cursor() as cur, cur.copy("COPY conf_types (id, t) FROM STDIN (FORMAT BINARY)") as cp:
-        # psycopg follows the format the server announces; PostgreSQL announces binary.
-        assert cp.formatter.format == psycopg.pq.Format.BINARY
-        cp.set_types(["int4", "text"])
-        cp.write_row((20201, "bin"))
+def test_copy_in_csv_options(conn: psycopg.Connection[Any]) -> None:
+    """Quoted delimiters, quotes and newlines; NULL vs quoted empty; HEADER skipped."""
+    with conn.cursor() as cur:
+        with cur.copy(
+            "COPY conf_types (id, t, i4) FROM STDIN (FORMAT csv, HEADER true, NULL 'nil')"
+        ) as cp:
+            cp.write('id,t,i4\n20301,"a,b ""q""\nline",7\n20302,"",nil\n20303,nil,8\n')
+        assert cur.rowcount == 3
+        rows = cur.execute(
+            "SELECT id, t, i4 FROM conf_types WHERE id BETWEEN 20301 AND 20309 ORDER BY id"
+        ).fetchall()
+    assert rows == [(20301, 'a,b "q"\nline', 7), (20302, "", None), (20303, None, 8)]
+
+
+def test_copy_text_delimiter_and_null(conn: psycopg.Connection[Any]) -> None:
+    with conn.cursor() as cur:
+        with cur.copy("COPY conf_types (id, t) FROM STDIN (DELIMITER '|', NULL 'nil')") as cp:
+            cp.write("20401|x\\|y\n20402|nil\n")
+        with cur.copy(
+            "COPY (SELECT id, t FROM conf_types WHERE id BETWEEN 20401 AND 20409 ORDER BY id) "
+            "TO STDOUT (DELIMITER '|', NULL 'nil')"
+        ) as cp:
+            data = b"".join(bytes(b) for b in cp).decode()
+    assert data == "20401|x\\|y\n20402|nil\n"
+
+
+def test_copy_binary_round_trip(conn: psycopg.Connection[Any]) -> None:
+    with conn.cursor() as cur:
+        with cur.copy("COPY conf_types (id, t, n) FROM STDIN (FORMAT BINARY)") as cp:
+            # psycopg follows the format the server announces; PostgreSQL announces binary.
+            assert cp.formatter.format == psycopg.pq.Format.BINARY
+            cp.set_types(["int4", "text", "numeric"])
+            cp.write_row((20201, "bin", Decimal("1.25")))
+            cp.write_row((20202, None, None))
+        assert cur.rowcount == 2
+        with cur.copy(
+            "COPY (SELECT id, t, n FROM conf_types WHERE id BETWEEN 20201 AND 20209 "
+            "ORDER BY id) TO STDOUT (FORMAT BINARY)"
+        ) as cp:
+            cp.set_types(["int4", "text", "numeric"])
+            rows = list(cp.rows())
+    assert rows == [(20201, "bin", Decimal("1.25")), (20202, None, None)]
 
 
 def test_cancel_long_query(setup_done: EnvironmentdProcess) -> None:
@@ -328,18 +364,14 @@ def test_description_type_oids_of_columns(conn: psycopg.Connection[Any]) -> None
     ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="varchar(n) columns are described as text (OID 25), not 1043"
-)
 def test_description_varchar_oid(conn: psycopg.Connection[Any]) -> None:
     cur = conn.execute("SELECT v FROM conf_types LIMIT 0")
     assert cur.description is not None and cur.description[0].type_code == 1043
+    cur = conn.execute("SELECT c.v AS x, c.n, c.v || '' FROM conf_types c LIMIT 0")
+    assert [d.type_code for d in cur.description or []] == [1043, 1700, 25]
+    assert cur.description is not None and cur.description[0].display_size == 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="numeric(10,2) columns have type modifier -1 in RowDescription (no precision/scale)",
-)
 def test_description_numeric_typmod(conn: psycopg.Connection[Any]) -> None:
     cur = conn.execute("SELECT n FROM conf_types LIMIT 0")
     assert cur.description is not None

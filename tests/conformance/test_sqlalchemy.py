@@ -192,11 +192,6 @@ def test_transaction_rollback(engine: sa.Engine, items: sa.Table) -> None:
     assert count == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEALLOCATE is not supported: psycopg auto-prepares a statement run 5 times, and "
-    "the next rollback (every pool check-in) sends DEALLOCATE ALL -> 0A000",
-)
 def test_rollback_after_auto_prepared_statements(envd: EnvironmentdProcess) -> None:
     eng = probe_engine(envd, connect_args={})
     try:
@@ -220,20 +215,36 @@ def test_jsonb_column(engine: sa.Engine) -> None:
         assert conn.execute(sa.select(docs.c.doc)).scalar() == {"a": [1, None], "b": {"c": "d"}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRIMARY KEY table constraints are rejected (0A000 'table constraint PRIMARY is "
-    "not supported'); SQLAlchemy emits one for every primary_key=True column",
-)
 def test_primary_key_table(engine: sa.Engine) -> None:
     md = sa.MetaData()
-    sa.Table(
+    pk = sa.Table(
         "sa_pk",
         md,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("v", sa.Text),
     )
+    sa.Table(
+        "sa_pk2",
+        md,
+        sa.Column("a", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("b", sa.Text, primary_key=True),
+    )
     md.create_all(engine, checkfirst=False)
+    with engine.begin() as conn:
+        conn.execute(pk.insert().values(id=1, v="one"))
+    with pytest.raises(sa.exc.IntegrityError) as info, engine.begin() as conn:
+        conn.execute(pk.insert().values(id=1, v="again"))
+    assert getattr(info.value.orig, "sqlstate", None) == "23505"
+    insp = sa.inspect(engine)
+    assert insp.get_pk_constraint("sa_pk") == {
+        "constrained_columns": ["id"],
+        "name": "sa_pk_pkey",
+        "comment": None,
+        "dialect_options": {"postgresql_include": []},
+    }
+    reflected = sa.Table("sa_pk2", sa.MetaData(), autoload_with=engine)
+    assert [c.name for c in reflected.primary_key.columns] == ["a", "b"]
+    assert insp.get_indexes("sa_pk") == []  # the key's index is not a separate index
 
 
 # --------------------------------------------------------------------------- reflection

@@ -7,7 +7,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from twinstream.pgwire import PgError
-from twinstream.pgwire.copy import CopyTextDecoder, encode_copy_row, parse_copy_line
+from twinstream.pgwire.copy import (
+    CopyBinaryDecoder,
+    CopyCsvDecoder,
+    CopyFormat,
+    CopyTextDecoder,
+    binary_header,
+    binary_trailer,
+    encode_binary_row,
+    encode_copy_row,
+    encode_csv_row,
+    parse_copy_line,
+)
 from twinstream.pgwire.sqlsplit import split_statements
 
 
@@ -79,3 +90,45 @@ def test_copy_roundtrip(rows: list[list[str | None]], chunk: int) -> None:
         got.extend(dec.feed(data[i : i + chunk]))
     got.extend(dec.finish())
     assert got == rows
+
+
+# --------------------------------------------------------------------------- csv / binary
+
+_CSV = CopyFormat("csv", ",", "", False, '"', '"')
+
+
+def test_csv_decoder_handles_quotes_and_chunk_boundaries() -> None:
+    data = b'1,"a,b",\n2,"x""y\nz",""\r\n3,plain,"NULL"\n\\.\nignored\n'
+    whole = CopyCsvDecoder(_CSV)
+    expected = whole.feed(data) + whole.finish()
+    assert expected == [["1", "a,b", None], ["2", 'x"y\nz', ""], ["3", "plain", "NULL"]]
+    for cut in range(1, len(data)):  # every split point of the stream gives the same rows
+        dec = CopyCsvDecoder(_CSV)
+        assert dec.feed(data[:cut]) + dec.feed(data[cut:]) + dec.finish() == expected
+
+
+def test_csv_escape_header_and_errors() -> None:
+    fmt = CopyFormat("csv", ";", "\\N", True, "'", "\\")
+    dec = CopyCsvDecoder(fmt)
+    assert dec.feed(b"h1;h2\n'it\\'s';\\N\n") + dec.finish() == [["it's", None]]
+    assert encode_csv_row(["it's", None, "a;b"], fmt) == b"'it\\'s';\\N;'a;b'\n"
+    with pytest.raises(PgError) as info:
+        dec = CopyCsvDecoder(_CSV)
+        dec.feed(b'1,"open\n')
+        dec.finish()
+    assert info.value.sqlstate == "22P04"
+
+
+def test_csv_output_quotes_like_postgres() -> None:
+    assert encode_csv_row(["1", "", None, 'q"', "\\."], _CSV) == b'1,"",,"q""","\\."\n'
+
+
+def test_binary_decoder_across_chunks() -> None:
+    data = binary_header() + encode_binary_row([b"\x00\x00\x00\x01", None]) + binary_trailer()
+    for cut in range(1, len(data)):
+        dec = CopyBinaryDecoder()
+        rows = dec.feed(data[:cut]) + dec.feed(data[cut:]) + dec.finish()
+        assert rows == [[b"\x00\x00\x00\x01", None]]
+    with pytest.raises(PgError) as info:
+        CopyBinaryDecoder().feed(b"NOTPGCOPY" + b"\x00" * 10)
+    assert info.value.sqlstate == "22P04"

@@ -127,7 +127,7 @@ def test_null_everywhere() -> None:
         (
             Oid.TIMESTAMPTZ,
             dt.datetime(2020, 5, 6, 9, 8, 9, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-            "2020-05-06 07:08:09+00",
+            "2020-05-06 09:08:09+02",  # in the value's own zone (the session's TimeZone)
         ),
         (Oid.INTERVAL, dt.timedelta(0), "00:00:00"),
         (Oid.INTERVAL, dt.timedelta(days=1), "1 day"),

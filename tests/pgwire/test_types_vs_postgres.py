@@ -67,6 +67,14 @@ CASES: list[tuple[str, int]] = [
     ("'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid", Oid.UUID),
     ('\'{"a": [1, "é", null, 2.5, true]}\'::jsonb', Oid.JSONB),
     ('\'[1, {"b": "c"}]\'::json', Oid.JSON),
+    ("ARRAY[1, NULL, 3]::int4[]", 1007),
+    ("ARRAY[[1, 2], [3, 4]]::int8[]", 1016),
+    ("'{}'::int4[]", 1007),
+    ("ARRAY['a b', '', NULL, 'x\"y\\z', 'NULL', 'é{,}']::text[]", 1009),
+    ("ARRAY[1.5, NULL, 'Infinity']::numeric[]", 1231),
+    ("ARRAY[23, 4294967295]::oid[]", 1028),
+    ("ARRAY[true, false]", 1000),
+    ("'1 2 3'::int2vector", 22),
 ]
 
 
@@ -106,3 +114,24 @@ def test_matches_postgres(pg: psycopg.Connection[tuple[object, ...]], expr: str,
         result_format=0,
     )
     assert echo.get_value(0, 0) == pg_text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (t.Interval(14, 3, 0), "1 year 2 mons 3 days"),
+        (t.Interval(-10, -3, 14_706_500_000), "-10 mons -3 days +04:05:06.5"),
+        (t.Interval(-1, 3, 0), "-1 mons +3 days"),
+        (t.Interval(12, 0, -1_000_000), "1 year -00:00:01"),
+    ],
+)
+def test_interval_with_months_matches_postgres(
+    pg: psycopg.Connection[tuple[object, ...]], value: t.Interval, text: str
+) -> None:
+    """`Interval` keeps months: its text is PostgreSQL's, and its binary form reads back as
+    the same interval in PostgreSQL."""
+    assert t.encode(Oid.INTERVAL, value, 0) == text.encode()
+    echo = pg.pgconn.exec_params(
+        b"select $1::interval", [t.encode(Oid.INTERVAL, value, 1)], [Oid.INTERVAL], [1]
+    )
+    assert echo.get_value(0, 0) == text.encode()

@@ -754,3 +754,35 @@ TYPE_CASES = [
 @pytest.mark.parametrize(("text", "expected"), TYPE_CASES)
 def test_type_names(text: str, expected: str) -> None:
     assert str(parse_type_name(text)) == expected
+
+
+def test_primary_key_column_and_table_constraints() -> None:
+    stmt = parse_statement(
+        "CREATE TABLE t (a int CONSTRAINT a_k PRIMARY KEY NOT NULL, b text, PRIMARY KEY (a, b))"
+    )
+    assert isinstance(stmt, ast.CreateTable)
+    assert [c.name for c in stmt.columns] == ["a", "b"]
+    assert stmt.columns[0].primary_key and stmt.columns[0].constraint_name == "a_k"
+    assert not stmt.columns[0].nullable
+    assert stmt.primary_keys == (ast.PrimaryKey(("a", "b")),)
+    stmt = parse_statement("CREATE TABLE t (a int, CONSTRAINT t_k PRIMARY KEY (a))")
+    assert isinstance(stmt, ast.CreateTable)
+    assert stmt.primary_keys == (ast.PrimaryKey(("a",), "t_k"),)
+
+
+@pytest.mark.parametrize(
+    ("sql", "mode", "count"),
+    [
+        ("MOVE c", "relative", 1),
+        ("MOVE NEXT FROM c", "relative", 1),
+        ("MOVE PRIOR IN c", "relative", -1),
+        ("MOVE FORWARD 3 FROM c", "relative", 3),
+        ("MOVE BACKWARD 2 FROM c", "relative", -2),
+        ("MOVE -2 FROM c", "relative", -2),
+        ("MOVE ABSOLUTE 0 FROM c", "absolute", 0),
+        ("MOVE LAST FROM c", "absolute", -1),
+        ("MOVE FORWARD ALL FROM c", "relative", 2**62),
+    ],
+)
+def test_move(sql: str, mode: str, count: int) -> None:
+    assert parse_statement(sql) == ast.Move("c", mode, count)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinstream.adapter import errors as E
+from twinstream.adapter.constraints import KeyGuard
 from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
@@ -105,6 +106,7 @@ class Coordinator:
         self.table_write_ts: dict[str, int] = {}
         #: SELECTs answered by an index peek (a metric; see adapter/indexes.py).
         self.index_peeks = 0
+        self.keys = KeyGuard(self.engine)
         self.ready = asyncio.Event()
         self._ddl_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
@@ -873,7 +875,11 @@ class Coordinator:
                 by_shard[shard.shard_id] = rows
         if not by_shard:
             return await self.read_timestamp()
-        return await self.committer.write(by_shard)
+        reservation = self.keys.reserve(self.index, writes)  # 23505 on a duplicate key
+        try:
+            return await self.committer.write(by_shard)
+        finally:
+            self.keys.release(reservation)
 
 
 def _consolidate(rows: list[tuple[Row, Diff]]) -> list[tuple[Row, Diff]]:

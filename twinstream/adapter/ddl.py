@@ -177,12 +177,37 @@ async def _create_table(s: AdapterSession, stmt: ast.CreateTable, sql: str, owne
         "owner": owner,
         "dependencies": [],
     }
+    primary_key = _primary_key(stmt, name)
+    if primary_key is not None:
+        for stored in columns:  # PostgreSQL: key columns are NOT NULL
+            if stored["name"] in primary_key["columns"]:
+                stored["nullable"] = False
+        value["primary_key"] = primary_key
     if stmt.temporary:
         value["temporary_session"] = s.conn_id
     ref = await s.coord.create_item(database, schema, name, value, if_not_exists=stmt.if_not_exists)
     if ref is None:
         s.ctx.notice(f'relation "{name}" already exists, skipping')
     return "CREATE TABLE"
+
+
+def _primary_key(stmt: ast.CreateTable, table: str) -> dict[str, Any] | None:
+    """The table's PRIMARY KEY (column or table constraint) as stored in the catalog:
+    {"name": "<table>_pkey", "columns": [...]}."""
+    keys = [ast.PrimaryKey((c.name,), c.constraint_name) for c in stmt.columns if c.primary_key]
+    keys += stmt.primary_keys
+    if not keys:
+        return None
+    if len(keys) > 1:
+        raise AdapterError("42P16", f'multiple primary keys for table "{table}" are not allowed')
+    key = keys[0]
+    names = {c.name for c in stmt.columns}
+    for col in key.columns:
+        if col not in names:
+            raise AdapterError(E.UNDEFINED_COLUMN, f'column "{col}" named in key does not exist')
+    if len(set(key.columns)) != len(key.columns):
+        raise AdapterError("42701", "column appears twice in primary key constraint")
+    return {"name": key.name or f"{table}_pkey", "columns": list(key.columns)}
 
 
 async def _create_view(

@@ -244,6 +244,8 @@ def _convert(value: object, col: dict[str, Any]) -> object:
     if value is None:
         return None
     if isinstance(value, str) and base not in ("text", "varchar", "bpchar"):
+        if base == "timestamptz" and not wire_types.timestamp_has_zone(value):
+            raise _SlowPath  # read in the session's TimeZone: the engine's cursor has it
         try:
             value = wire_types.decode_text(lookup(type_text).oid, value)
         except PgError as e:

@@ -11,7 +11,9 @@ UTC); the differences we know of are listed in doc/design/timestamps.md and test
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ import duckdb
 
 from twinstream.adapter.types import duckdb_type
 from twinstream.persist.types import Diff, Row
+from twinstream.pgwire.arrays import ARRAY_OF
+from twinstream.pgwire.types import Interval
 
 #: DuckDB result type (its string form, modifiers stripped) -> PostgreSQL type OID.
 DUCKDB_TO_PG_OID = {
@@ -32,7 +36,7 @@ DUCKDB_TO_PG_OID = {
     "HUGEINT": 20,  # DuckDB's sum(integer): PostgreSQL's sum(int2/int4) is int8
     "UTINYINT": 21,
     "USMALLINT": 23,
-    "UINTEGER": 20,
+    "UINTEGER": 26,  # no PostgreSQL type is unsigned: the catalog emulation's oid columns
     "UBIGINT": 1700,
     "FLOAT": 700,
     "REAL": 700,
@@ -64,8 +68,57 @@ def _decode_json(row: tuple[Any, ...], cols: list[int]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+_LIST_SUFFIX = re.compile(r"(\[\d*\])+$")
+
+
+def _interval_parts_sql(col: int) -> str:
+    c = f"#{col + 1}"
+    return (
+        f"struct_pack(m := datepart('year', {c}) * 12 + datepart('month', {c}), "
+        f"d := datepart('day', {c}), us := datepart('hour', {c})::BIGINT * 3600000000 "
+        f"+ datepart('minute', {c})::BIGINT * 60000000 + datepart('microseconds', {c}))"
+    )
+
+
+def _with_interval_months(
+    cur: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[object],
+    ncols: int,
+    intervals: list[int],
+    rows: list[tuple[Any, ...]],
+) -> list[tuple[Any, ...]]:
+    """DuckDB's Python conversion turns an interval's months into 30-day days; PostgreSQL
+    keeps them (`1 year 2 mons`). For results with interval columns, run the query again
+    with those columns as (months, days, microseconds) and hand out `Interval`s where there
+    are months. Statements that cannot be wrapped keep the converted rows."""
+    exprs = [_interval_parts_sql(i) if i in intervals else f"#{i + 1}" for i in range(ncols)]
+    wrapped = f"SELECT {', '.join(exprs)} FROM ({sql}) AS _q"
+    try:
+        res = cur.execute(wrapped, list(params)) if params else cur.execute(wrapped)
+        exact = res.fetchall()
+    except duckdb.Error:
+        return rows
+    out = []
+    for row in exact:
+        values = list(row)
+        for i in intervals:
+            parts = values[i]
+            if parts is None or parts["m"] is None:
+                values[i] = None
+            elif parts["m"]:
+                values[i] = Interval(int(parts["m"]), int(parts["d"]), int(parts["us"]))
+            else:
+                values[i] = dt.timedelta(days=int(parts["d"]), microseconds=int(parts["us"]))
+        out.append(tuple(values))
+    return out
+
+
 def pg_oid_of(duck_type: object) -> int:
     name = str(duck_type).upper()
+    element = _LIST_SUFFIX.sub("", name)
+    if element != name:  # LIST / ARRAY of a scalar: PostgreSQL's array type of the element
+        return ARRAY_OF.get(pg_oid_of(element), 1009)
     base = name.split("(", 1)[0].strip()
     return DUCKDB_TO_PG_OID.get(base, 25)
 
@@ -218,6 +271,9 @@ class QueryEngine:
         if desc is None:
             return ResultSet([], [])
         rows = res.fetchall()
+        intervals = [i for i, d in enumerate(desc) if str(d[1]).upper() == "INTERVAL"]
+        if intervals and rows:
+            rows = _with_interval_months(cur, sql, params, len(desc), intervals, rows)
         columns = [(d[0], pg_oid_of(d[1])) for d in desc]
         json_cols = [i for i, (_n, oid) in enumerate(columns) if oid in (114, 3802)]
         if json_cols and rows:

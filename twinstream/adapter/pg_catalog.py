@@ -17,9 +17,10 @@ current_user, pg_table_is_visible(), ...) and `::regclass`-style casts are rewri
 planner to literals or lookups. `normalize` first removes the PostgreSQL-isms DuckDB cannot
 parse or bind (`pg_catalog.f()`, `OPERATOR(pg_catalog.~)`, `COLLATE pg_catalog.default`).
 
-Not emulated: constraints, pg_index rows and comments (twinstream has none of the first and
-third; Materialize indexes are listed in pg_class/pg_indexes only, because clients decode
-pg_index's arrays, which pgwire cannot send as arrays yet).
+Constraints: a table's PRIMARY KEY appears as PostgreSQL shows it (pg_constraint 'p', its
+unique index in pg_class/pg_index, information_schema.table_constraints/key_column_usage).
+Not emulated: other constraints and comments (twinstream has none); Materialize indexes are
+listed in pg_class/pg_indexes only (no pg_index rows).
 
 OIDs are stable: builtin types use PostgreSQL's own OIDs; catalog objects get an OID derived
 from their catalog id (`u5` -> base + 5), per kind (roles, databases, schemas, items).
@@ -82,6 +83,8 @@ _SCHEMA_BASE = 40_000_000
 _ITEM_BASE = 50_000_000
 _SYSTEM_REL_BASE = 12_000
 _ATTRDEF_BASE = 200_000_000
+_PKEY_INDEX_BASE = 60_000_000
+_PKEY_CONSTRAINT_BASE = 70_000_000
 _SLOTS = {"u": 0, "s": 1, "t": 2}
 _ID = re.compile(r"^([A-Za-z]*)(\d+)$")
 
@@ -576,7 +579,7 @@ def duck_type_text(duck: str) -> str:
         "HUGEINT": "numeric",
         "UTINYINT": "int2",
         "USMALLINT": "int4",
-        "UINTEGER": "int8",
+        "UINTEGER": "oid",
         "UBIGINT": "numeric",
         "FLOAT": "float4",
         "REAL": "float4",
@@ -598,7 +601,7 @@ def duck_type_text(duck: str) -> str:
 
 #: Column type shorthands -> DuckDB types.
 _DUCK = {
-    "oid": "INTEGER",
+    "oid": "UINTEGER",  # DuckDB's UINTEGER is PostgreSQL's oid on the wire (engine.py)
     "name": "VARCHAR",
     "text": "VARCHAR",
     "char": "VARCHAR",
@@ -610,7 +613,7 @@ _DUCK = {
     "float8": "DOUBLE",
     "regproc": "VARCHAR",
     "node": "VARCHAR",
-    "oid[]": "INTEGER[]",
+    "oid[]": "UINTEGER[]",
     "int2[]": "SMALLINT[]",
     "text[]": "VARCHAR[]",
     "char[]": "VARCHAR[]",
@@ -1097,6 +1100,9 @@ class _Rel:
     persistence: str = "p"
     definition: str | None = None  # views / indexes
     on: _Rel | None = None  # indexes: the indexed relation
+    #: A primary key's index: (constraint OID, key attnums); gets pg_index/pg_constraint rows.
+    primary_key: tuple[int, list[int]] | None = None
+    has_index: bool = False  # pg_class.relhasindex
 
 
 @dataclass
@@ -1179,8 +1185,13 @@ def _item_relations(
             columns=columns,
             persistence="t" if ref.value.get("temporary_session") is not None else "p",
             definition=ref.value.get("query"),
+            has_index=bool(ref.value.get("primary_key")),
         )
     out = list(rels.values())
+    for ref in sorted(index.items_by_id.values(), key=lambda r: _id_key(r.id)):
+        pk = ref.value.get("primary_key") if ref.type == "table" else None
+        if pk and ref.id in rels:
+            out.append(_primary_key_index(ref, rels[ref.id], pk))
     for ref in indexes:
         on_ref = index.items_by_id.get(str(ref.value.get("on_id")))
         on = rels.get(on_ref.id) if on_ref is not None else None
@@ -1205,6 +1216,147 @@ def _item_relations(
             )
         )
     return out
+
+
+def _primary_key_index(ref: ItemRef, table: _Rel, pk: Mapping[str, Any]) -> _Rel:
+    """The unique index PostgreSQL creates for a table's PRIMARY KEY."""
+    names = [c["name"] for c in table.columns]
+    attnums = [names.index(c) + 1 for c in pk["columns"]]
+    cols = ", ".join(quote_ident_if_needed(c) for c in pk["columns"])
+    return _Rel(
+        oid=stable_oid(_PKEY_INDEX_BASE, ref.id),
+        name=str(pk["name"]),
+        schema=table.schema,
+        nsp_oid=table.nsp_oid,
+        kind="i",
+        owner=table.owner,
+        columns=[dict(table.columns[n - 1], nullable=False) for n in attnums],
+        definition=f"CREATE UNIQUE INDEX {quote_ident_if_needed(str(pk['name']))} ON "
+        f"{table.schema}.{quote_ident_if_needed(table.name)} USING btree ({cols})",
+        on=table,
+        primary_key=(stable_oid(_PKEY_CONSTRAINT_BASE, ref.id), attnums),
+    )
+
+
+def quote_ident_if_needed(name: str) -> str:
+    """An identifier as PostgreSQL's quote_ident prints it."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _primary_key_rows(out: CatalogRows, database: str, rel: _Rel) -> None:
+    assert rel.primary_key is not None and rel.on is not None
+    con_oid, attnums = rel.primary_key
+    table = rel.on
+    n = len(attnums)
+    out.add(
+        "pg_index",
+        (
+            database,
+            rel.oid,
+            table.oid,
+            n,
+            n,
+            True,
+            False,
+            True,
+            False,
+            True,
+            False,
+            True,
+            False,
+            True,
+            True,
+            False,
+            attnums,
+            [DEFAULT_COLLATION_OID] * n,
+            [0] * n,
+            [0] * n,
+            None,
+            None,
+        ),
+    )
+    out.add(
+        "pg_constraint",
+        (
+            database,
+            con_oid,
+            rel.name,
+            rel.nsp_oid,
+            "p",
+            False,
+            False,
+            True,
+            table.oid,
+            0,
+            rel.oid,
+            0,
+            0,
+            " ",
+            " ",
+            " ",
+            True,
+            0,
+            True,
+            attnums,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+    )
+    cols = ", ".join(quote_ident_if_needed(str(c["name"])) for c in rel.columns)
+    out.add("_defs", (con_oid, f"PRIMARY KEY ({cols})"))
+    out.add(
+        "table_constraints",
+        (
+            database,
+            database,
+            rel.schema,
+            rel.name,
+            database,
+            table.schema,
+            table.name,
+            "PRIMARY KEY",
+            "NO",
+            "NO",
+            "YES",
+            None,
+        ),
+    )
+    for pos, col in enumerate(rel.columns, start=1):
+        out.add(
+            "key_column_usage",
+            (
+                database,
+                database,
+                rel.schema,
+                rel.name,
+                database,
+                table.schema,
+                table.name,
+                str(col["name"]),
+                pos,
+                None,
+            ),
+        )
+        out.add(
+            "constraint_column_usage",
+            (
+                database,
+                database,
+                table.schema,
+                table.name,
+                str(col["name"]),
+                database,
+                rel.schema,
+                rel.name,
+            ),
+        )
 
 
 def _type_facts(type_text: str) -> tuple[PgType, int, int]:
@@ -1505,7 +1657,7 @@ def _relation_rows(
             -1.0,
             0,
             0,
-            False,
+            rel.has_index,
             False,
             rel.persistence,
             kind,
@@ -1575,6 +1727,8 @@ def _relation_rows(
             out.add(
                 "pg_indexes", (database, rel.schema, rel.on.name, rel.name, None, rel.definition)
             )
+        if rel.primary_key is not None:
+            _primary_key_rows(out, database, rel)
         return
     table_type = {"r": "BASE TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}[kind]
     insertable = "YES" if kind == "r" and rel.schema not in SYSTEM_NAMESPACES else "NO"
@@ -1702,7 +1856,10 @@ MACROS: dict[str, list[str]] = {
         "(v) AS " + _lookup("v AS _v", "d.def", f"{_Q}._defs AS d", "d.oid = _a._v"),
         "(v, p) AS " + _lookup("v AS _v", "d.def", f"{_Q}._defs AS d", "d.oid = _a._v"),
     ],
-    "pg_get_constraintdef": ["(c) AS CAST(NULL AS VARCHAR)", "(c, p) AS CAST(NULL AS VARCHAR)"],
+    "pg_get_constraintdef": [
+        "(c) AS " + _lookup("c AS _c", "d.def", f"{_Q}._defs AS d", "d.oid = _a._c"),
+        "(c, p) AS " + _lookup("c AS _c", "d.def", f"{_Q}._defs AS d", "d.oid = _a._c"),
+    ],
     "pg_get_triggerdef": ["(c) AS CAST(NULL AS VARCHAR)", "(c, p) AS CAST(NULL AS VARCHAR)"],
     "pg_get_ruledef": ["(c) AS CAST(NULL AS VARCHAR)", "(c, p) AS CAST(NULL AS VARCHAR)"],
     "pg_get_partkeydef": ["(c) AS CAST(NULL AS VARCHAR)"],

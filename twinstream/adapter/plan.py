@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from twinstream.adapter import pg_catalog
+from twinstream.adapter import pg_catalog, typed_rewrites
 from twinstream.adapter.errors import UNDEFINED_TABLE, AdapterError
 from twinstream.adapter.names import SYSTEM_SCHEMAS, CatalogIndex, ItemRef
 
@@ -33,6 +33,9 @@ class PlannedQuery:
     #: The output column names PostgreSQL reports (None when the query has a `*`: DuckDB's
     #: names for the expanded columns are the right ones then).
     output_names: tuple[str, ...] | None = None
+    #: Per output column, the declared (type OID, typmod) of the table column it reads
+    #: directly (varchar(20) is 1043 with typmod 24; DuckDB knows only VARCHAR), else None.
+    column_types: tuple[tuple[int, int] | None, ...] | None = None
 
 
 def output_names(planned: PlannedQuery) -> tuple[str, ...] | None:
@@ -54,6 +57,7 @@ def qualify(
     *,
     user: str | None = None,
     backend_pid: int = 0,
+    probe: typed_rewrites.Probe | None = None,
 ) -> PlannedQuery:
     """Rewrite table references in place (on a copy) and return DuckDB SQL + dependencies."""
     ctx = pg_catalog.PgContext(
@@ -67,9 +71,12 @@ def qualify(
     pg_catalog.fix_function_table_aliases(expr)
     pg_catalog.fix_array_literals(expr)
     _bytea_literals(expr)
+    _unconstrained_numeric_casts(expr)
     ctes = _cte_names(expr)
     tableoid = any(c.name == "tableoid" for c in expr.find_all(exp.Column))
     deps: dict[str, ItemRef] = {}
+    top = _top_select(expr)
+    top_tables: dict[str, ItemRef] = {}  # alias -> table read by the top SELECT's FROM
     for table in list(expr.find_all(exp.Table)):
         if not isinstance(table.this, exp.Identifier):
             continue  # a table function such as generate_series(...)
@@ -93,8 +100,38 @@ def qualify(
                 continue
             raise AdapterError(UNDEFINED_TABLE, f'relation "{".".join(parts)}" does not exist')
         deps[ref.id] = ref
+        alias = table.alias or table.name
         _set_parts(table, ref.database, ref.schema, ref.name)
-    return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()), names)
+        parent = table.parent
+        if top is not None and isinstance(parent, exp.From | exp.Join) and parent.parent is top:
+            top_tables[alias] = ref
+    if probe is not None:  # types from the engine: WHERE must be boolean, avg(), bytea input
+        typed_rewrites.apply(expr, probe)
+    column_types = _declared_column_types(top, top_tables) if names is not None else None
+    return PlannedQuery(expr.sql(dialect="duckdb"), list(deps.values()), names, column_types)
+
+
+def _declared_column_types(
+    top: exp.Select | None, tables: dict[str, ItemRef]
+) -> tuple[tuple[int, int] | None, ...] | None:
+    """(OID, typmod) of output columns that are plain references to a table column."""
+    if top is None or not tables:
+        return None
+    out: list[tuple[int, int] | None] = []
+    for proj in top.expressions:
+        col = proj.this if isinstance(proj, exp.Alias) else proj
+        found: tuple[int, int] | None = None
+        if isinstance(col, exp.Column) and not isinstance(col.this, exp.Star):
+            ref = tables.get(col.table) if col.table else None
+            if ref is None and not col.table and len(tables) == 1:
+                ref = next(iter(tables.values()))
+            if ref is not None and ref.type == "table":
+                for c in ref.columns:
+                    if c["name"] == col.name:
+                        found = pg_catalog.type_of_column(str(c["type"]))
+                        break
+        out.append(found)
+    return tuple(out)
 
 
 def _route_emulated(
@@ -252,6 +289,8 @@ _TYPE_NAMES = {
 
 
 def _type_name(dt: exp.Expr | None) -> str:
+    if isinstance(dt, exp.DataType) and dt.this == exp.DataType.Type.ARRAY and dt.expressions:
+        return _type_name(dt.expressions[0])  # PostgreSQL names `x::int[]` after the element
     if isinstance(dt, exp.DataType):
         return _TYPE_NAMES.get(
             dt.this.name if hasattr(dt.this, "name") else str(dt.this),
@@ -299,6 +338,50 @@ def _bytea_literals(expr: exp.Expr) -> None:
             raise AdapterError(e.sqlstate, e.message) from None
         assert isinstance(data, bytes)
         cast.replace(exp.Anonymous(this="from_hex", expressions=[exp.Literal.string(data.hex())]))
+
+
+#: DuckDB's widest DECIMAL; PostgreSQL's unconstrained numeric has no limit.
+_MAX_DECIMAL_PRECISION = 38
+
+
+def _unconstrained_numeric_casts(expr: exp.Expr) -> None:
+    """`x::numeric` without a typmod keeps every digit in PostgreSQL, while DuckDB's bare
+    DECIMAL is DECIMAL(18,3) (rounds to 3 places). A literal gets exactly its own precision
+    and scale; a parameter is left uncast (the engine types a Decimal parameter by its own
+    digits). Other expressions keep DuckDB's default."""
+    from decimal import Decimal, InvalidOperation
+
+    from twinstream.sql.params import param_number
+
+    for cast in list(expr.find_all(exp.Cast)):
+        to = cast.to
+        if not (
+            isinstance(to, exp.DataType)
+            and to.this == exp.DataType.Type.DECIMAL
+            and not to.expressions
+        ):
+            continue
+        arg = cast.this
+        if param_number(arg) is not None:
+            cast.replace(arg)
+            continue
+        if not isinstance(arg, exp.Literal):
+            continue
+        try:
+            value = Decimal(str(arg.this).strip())
+        except InvalidOperation:
+            continue  # DuckDB reports the bad input (22P02)
+        if not value.is_finite():
+            continue
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        scale = max(0, -exponent)
+        digits = max(len(value.as_tuple().digits), scale, 1)
+        integer_digits = digits - scale
+        if integer_digits + scale > _MAX_DECIMAL_PRECISION:
+            continue
+        precision = max(_MAX_DECIMAL_PRECISION, integer_digits + scale)
+        cast.set("to", exp.DataType.build(f"DECIMAL({precision}, {scale})", dialect="duckdb"))
 
 
 def _set_parts(table: exp.Table, database: str, schema: str, name: str) -> None:

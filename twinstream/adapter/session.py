@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -25,6 +28,7 @@ from sqlglot import exp
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.coordinator import Coordinator, SessionInfo
+from twinstream.adapter.copy_options import copy_format
 from twinstream.adapter.ddl import _cluster_id as cluster_id
 from twinstream.adapter.ddl import execute_ddl, is_ddl
 from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_changes
@@ -38,7 +42,7 @@ from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe
 from twinstream.adapter.subscribe_compute import ComputeSubscribePlan, plan_compute_subscribe
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
 from twinstream.adapter.types import oid_of, oid_of_name
-from twinstream.adapter.vars import SessionVars
+from twinstream.adapter.vars import SessionVars, canonical
 from twinstream.catalog import FenceError
 from twinstream.persist.types import Row
 from twinstream.pgwire.backend import (
@@ -51,6 +55,7 @@ from twinstream.pgwire.backend import (
     Session,
     StatementDescription,
 )
+from twinstream.pgwire.copy import CopyFormat
 from twinstream.pgwire.errors import PgError
 from twinstream.pgwire.messages import TransactionStatus
 from twinstream.sql import SqlError, ast, infer_param_types, parse_statement
@@ -165,12 +170,63 @@ def _engine_params(params: Sequence[object], oids: Sequence[int]) -> list[object
     return out
 
 
+#: A value of each parameter type for describing a statement: the engine types a `$n` by its
+#: value, so `SELECT $1` with an int4 parameter is described as int4, not as unknown/text.
+#: (Text-like types stay NULL: a sample string could fail a cast the query applies.)
+_DESCRIBE_SAMPLES: dict[int, object] = {
+    16: True,
+    20: 2**40,
+    21: 1,
+    23: 1,
+    26: 1,
+    700: 1.0,
+    701: 1.0,
+    1700: Decimal(1),
+    1082: dt.date(2000, 1, 1),
+    1114: dt.datetime(2000, 1, 1),
+    1184: dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+    1186: dt.timedelta(0),
+    2950: uuid.UUID(int=1),
+}
+
+
+def _utc_row(row: Row) -> Row:
+    """timestamptz values as stored: in UTC (the engine hands them out in the session's
+    zone; persist compares rows by their encoding)."""
+    if not any(isinstance(v, dt.datetime) and v.tzinfo is not None for v in row):
+        return row
+    return tuple(
+        v.astimezone(dt.UTC) if isinstance(v, dt.datetime) and v.tzinfo is not None else v
+        for v in row
+    )
+
+
 def _named(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """DuckDB's (name, type) columns with the names PostgreSQL gives them (from the plan)."""
     names = output_names(plan)
     if names is None or len(names) != len(columns):
         return columns
     return [(n, oid) for n, (_duck_name, oid) in zip(names, columns, strict=True)]
+
+
+#: Engine result OID -> declared column OIDs it may stand for (DuckDB has one VARCHAR).
+_REFINABLE = {25: (25, 1043, 1042), 1700: (1700,)}
+
+
+def _described(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[Column]:
+    """Result columns: PostgreSQL's names, and the declared type (varchar, bpchar) and typmod
+    (varchar(20), numeric(10,2)) of columns read straight from a table."""
+    named = _named(plan, columns)
+    declared = plan.column_types
+    if declared is None or len(declared) != len(named):
+        return [Column(n, oid) for n, oid in named]
+    out = []
+    for (name, oid), decl in zip(named, declared, strict=True):
+        if decl is not None and decl[0] in _REFINABLE.get(oid, ()):
+            out.append(Column(name, decl[0], type_modifier=decl[1]))
+        else:
+            out.append(Column(name, oid))
+    return out
 
 
 class AdapterSession(Session):
@@ -197,7 +253,7 @@ class AdapterSession(Session):
         for key in ("application_name", "client_encoding", "DateStyle", "TimeZone"):
             if params.get(key):
                 with contextlib.suppress(AdapterError):
-                    out = self.vars.set(key, params[key])
+                    out = self._set_var(key, params[key])
                     if out:
                         reported[out[0]] = out[1]
         self.coord.register_session(
@@ -268,11 +324,21 @@ class AdapterSession(Session):
             SYSTEM_RELATIONS,
             user=self.ctx.user,
             backend_pid=self.conn_id,
+            probe=self._probe_types,
         )
         if len(self._plans) >= _PARSE_CACHE_MAX:
             self._plans.clear()
         self._plans[key] = (query, planned)
         return planned
+
+    def _probe_types(self, sql: str) -> list[str] | None:
+        """The engine's column types of a probe query (typed_rewrites), None if it fails."""
+        try:
+            res = self.cursor.execute(sql)
+        except duckdb.Error:
+            return None
+        desc = res.description
+        return None if desc is None else [str(d[1]) for d in desc]
 
     def _plan_subscribe(self, stmt: ast.Subscribe) -> SubscribePlan | ComputeSubscribePlan:
         """Tables and materialized views from their shard, the rest as a dataflow."""
@@ -310,6 +376,21 @@ class AdapterSession(Session):
             out.append(g if g else oid_of_name(inferred.get(i + 1, "text")))
         return out
 
+    def _set_var(self, name: str, value: str | None) -> tuple[str, str] | None:
+        """SET / RESET a session variable. TimeZone also goes to the session's engine cursor:
+        timestamptz values come out (and unzoned literals are read) in the session's zone."""
+        if canonical(name) == "timezone":
+            zone = "UTC" if value is None or value.lower() in ("default", "local") else value
+            try:
+                self.cursor.execute("SET TimeZone = '" + zone.replace("'", "''") + "'")
+            except duckdb.Error:
+                raise AdapterError(
+                    E.INVALID_PARAMETER_VALUE,
+                    f'invalid value for parameter "TimeZone": "{zone}"',
+                ) from None
+            value = None if value is None else zone
+        return self.vars.set(name, value)
+
     def _end_txn(self) -> None:
         if self.txn.duck_open:
             with contextlib.suppress(Exception):
@@ -325,18 +406,20 @@ class AdapterSession(Session):
         try:
             stmt = self._parse(sql)
             oids = self._param_oids(stmt, param_oids)
-            return StatementDescription(oids, await self._columns_of(stmt, len(oids)))
+            return StatementDescription(oids, await self._columns_of(stmt, oids))
         except Exception as e:
             raise to_pg_error(e) from e
 
-    async def _columns_of(self, stmt: ast.Statement, nparams: int) -> list[Column] | None:
+    async def _columns_of(self, stmt: ast.Statement, oids: Sequence[int]) -> list[Column] | None:
         if isinstance(stmt, ast.Select):
             plan = self.plan(stmt.query)
             res = await self.coord.engine.query(
-                self.cursor, f"SELECT * FROM ({plan.duck_sql}) AS _q LIMIT 0", [None] * nparams
+                self.cursor,
+                f"SELECT * FROM ({plan.duck_sql}) AS _q LIMIT 0",
+                [_DESCRIBE_SAMPLES.get(oid) for oid in oids],
             )
             # names from the plan (the wrapper above renames duplicates), types from DuckDB
-            return [Column(n, oid) for n, oid in _named(plan, res.columns)]
+            return _described(plan, res.columns)
         if isinstance(
             stmt, ast.Explain | ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate
         ):
@@ -405,21 +488,23 @@ class AdapterSession(Session):
                 and value not in self.coord.index.databases
             ):
                 self.ctx.notice(f'database "{value}" does not exist', severity="NOTICE")
-            reported = self.vars.set(stmt.name, value)
+            reported = self._set_var(stmt.name, value)
             if reported is not None:
                 self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="SET")
         if isinstance(stmt, ast.Reset):
             if stmt.name is None:
                 self.vars.reset_all()
+                self._set_var("timezone", None)
             else:
-                reported = self.vars.set(stmt.name, None)
+                reported = self._set_var(stmt.name, None)
                 if reported is not None:
                     self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="RESET")
         if isinstance(stmt, ast.Discard):
             self._end_txn()
             self.vars.reset_all()
+            self._set_var("timezone", None)
             self.cursors.clear()
             return QueryResult(command_tag="DISCARD ALL")
         if isinstance(stmt, ast.Show | ast.ShowObjects | ast.ShowColumns | ast.ShowCreate):
@@ -439,6 +524,8 @@ class AdapterSession(Session):
             if sub is not None:
                 return await self._fetch_subscribe(stmt, sub)
             return self._fetch(stmt)
+        if isinstance(stmt, ast.Move):
+            return self._move(stmt)
         if isinstance(stmt, ast.Close):
             if stmt.name is None:
                 self.cursors.clear()
@@ -476,8 +563,7 @@ class AdapterSession(Session):
             await self.coord.wait_views_readable(plan.dependencies)
             await self._begin_read()
         res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
-        columns = [Column(n, oid) for n, oid in _named(plan, res.columns)]
-        return QueryResult(columns=columns, rows=res.rows)
+        return QueryResult(columns=_described(plan, res.columns), rows=res.rows)
 
     async def _begin_read(self) -> None:
         if not self.txn.explicit:
@@ -539,6 +625,23 @@ class AdapterSession(Session):
         rows = cur.rows[cur.pos : end]
         cur.pos += len(rows)
         return QueryResult(command_tag=f"FETCH {len(rows)}", columns=cur.columns, rows=rows)
+
+    def _move(self, stmt: ast.Move) -> QueryResult:
+        """Reposition a SQL cursor; the tag counts the rows passed over, as PostgreSQL's."""
+        cur = self.cursors.get(stmt.cursor)
+        if cur is None:
+            raise AdapterError("34000", f'cursor "{stmt.cursor}" does not exist')
+        n = len(cur.rows)
+        if stmt.mode == "absolute":
+            target = stmt.count if stmt.count >= 0 else n + 1 + stmt.count
+            # FETCH ABSOLUTE k leaves the cursor on row k: the next FETCH reads row k + 1
+            new = min(max(target, 0), n)
+            moved = 1 if 0 < target <= n else 0
+        else:
+            new = min(max(cur.pos + stmt.count, 0), n)
+            moved = abs(new - cur.pos)
+        cur.pos = new
+        return QueryResult(command_tag=f"MOVE {moved}")
 
     def _savepoint(self, m: re.Match[str]) -> QueryResult:
         """SAVEPOINT / RELEASE / ROLLBACK TO: a savepoint remembers the buffered writes; rolling
@@ -657,7 +760,10 @@ class AdapterSession(Session):
                 changes = delete_changes(engine, cur, index, stmt, ref, db, path, system, params)
             count_rows = len(changes) // 2 if isinstance(stmt, ast.Update) else len(changes)
             tag = f"{'UPDATE' if isinstance(stmt, ast.Update) else 'DELETE'} {count_rows}"
+        changes = [(_utc_row(r), d) for r, d in changes]
         if self.txn.explicit:
+            # a duplicate key fails the statement, as in PostgreSQL (COMMIT checks again)
+            self.coord.keys.check(ref, [*self.txn.writes.get(ref.id, ()), *changes])
             self.txn.kind = "write"
             self.txn.writes.setdefault(ref.id, []).extend(changes)
             return QueryResult(command_tag=tag)
@@ -670,18 +776,7 @@ class AdapterSession(Session):
     # -- COPY ----------------------------------------------------------------------------------
 
     async def _copy(self, stmt: ast.Copy, params: list[object]) -> ExecuteResult:
-        for opt in stmt.options:
-            if opt.name == "format" and str(opt.value).lower() != "text":
-                raise AdapterError(
-                    E.FEATURE_NOT_SUPPORTED, f"COPY format {opt.value} is not supported yet"
-                )
-            defaults = {"delimiter": ("\t",), "null": ("\\N", "\\\\N"), "encoding": ("utf8",)}
-            if opt.name in defaults and str(opt.value) in defaults[opt.name]:
-                continue  # the text format's own defaults (psycopg2's copy_from sends them)
-            if opt.name != "format":
-                raise AdapterError(
-                    E.FEATURE_NOT_SUPPORTED, f"COPY option {opt.name.upper()} is not supported yet"
-                )
+        fmt = copy_format(stmt.options, stmt.direction)
         target = stmt.target
         if stmt.direction == "to":
             if isinstance(target, ast.Select):
@@ -697,7 +792,7 @@ class AdapterSession(Session):
                 plan = self._plan_subscribe(target)
                 return CopyOutStream(columns=plan.columns(), rows=plan.rows())
             assert result.columns is not None
-            return CopyOutStream(columns=result.columns, rows=result.rows)
+            return CopyOutStream(columns=result.columns, rows=result.rows, format=fmt)
         if not isinstance(target, ast.QualifiedName):
             raise AdapterError(E.SYNTAX_ERROR, "COPY FROM needs a table")
         if self.coord.config.read_only:
@@ -712,13 +807,15 @@ class AdapterSession(Session):
                 raise AdapterError(
                     E.UNDEFINED_COLUMN, f'column "{c}" of relation "{ref.name}" does not exist'
                 )
-        return _CopyIn(self, ref, chosen)
+        return _CopyIn(self, ref, chosen, fmt)
 
 
 class _CopyIn(CopyInRequest):
-    def __init__(self, session: AdapterSession, ref: ItemRef, columns: list[str]) -> None:
+    def __init__(
+        self, session: AdapterSession, ref: ItemRef, columns: list[str], fmt: CopyFormat
+    ) -> None:
         by_name = {c["name"]: c for c in ref.columns}
-        super().__init__([Column(c, oid_of(by_name[c]["type"])) for c in columns])
+        super().__init__([Column(c, oid_of(by_name[c]["type"])) for c in columns], fmt)
         self.session = session
         self.ref = ref
         self.positions = [[c["name"] for c in ref.columns].index(c) for c in columns]
@@ -732,18 +829,25 @@ class _CopyIn(CopyInRequest):
                 full[pos] = v
             for col, v in zip(self.ref.columns, full, strict=True):
                 if v is None and not col.get("nullable", True):
-                    raise AdapterError(
+                    raise PgError(
                         E.NOT_NULL_VIOLATION,
-                        f'null value in column "{col["name"]}" violates not-null constraint',
+                        f'null value in column "{col["name"]}" of relation "{self.ref.name}" '
+                        "violates not-null constraint",
                     )
             self.rows.append(tuple(full))
 
     async def finish(self, row_count: int) -> str:
         s = self.session
         changes: Changes = [(r, 1) for r in self.rows]
-        if s.txn.explicit:
-            s.txn.kind = "write"
-            s.txn.writes.setdefault(self.ref.id, []).extend(changes)
-        else:
-            await s.coord.write({self.ref.id: changes})
+        try:
+            if s.txn.explicit:
+                s.coord.keys.check(self.ref, [*s.txn.writes.get(self.ref.id, ()), *changes])
+                s.txn.kind = "write"
+                s.txn.writes.setdefault(self.ref.id, []).extend(changes)
+            else:
+                await s.coord.write({self.ref.id: changes})
+        except AdapterError as e:  # e.g. 23505: the server sends PgErrors only
+            if s.txn.explicit:
+                s.txn.failed = True
+            raise to_pg_error(e) from e
         return f"COPY {row_count}"

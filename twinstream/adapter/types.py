@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twinstream.adapter.errors import UNDEFINED_OBJECT, AdapterError
+from twinstream.pgwire.arrays import ARRAY_OF
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,15 @@ def oid_of(type_text: str) -> int:
     return lookup(type_text).oid
 
 
+#: Parameter types that are not column types (pg_catalog queries cast parameters to them).
+_PARAM_ONLY_OIDS = {"oid": 26, "name": 19, "char": 18}
+
+
 def oid_of_name(name: str) -> int:
     """OID for a canonical name from `infer_param_types` (`int4`, `text`, `int4[]`...)."""
+    if name.endswith("[]"):
+        return ARRAY_OF.get(oid_of_name(name[:-2]), 1009)
     t = _TYPES.get(_ALIASES.get(name, name))
-    return 25 if t is None else t.oid
+    if t is None:
+        return _PARAM_ONLY_OIDS.get(name, 25)
+    return t.oid

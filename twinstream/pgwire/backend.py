@@ -40,6 +40,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from twinstream.pgwire.copy import TEXT_FORMAT, CopyFormat
 from twinstream.pgwire.errors import Notice, PgError, SqlState
 from twinstream.pgwire.messages import TransactionStatus
 
@@ -123,8 +124,10 @@ class CopyInRequest(ABC):
     sends CopyFail, or anything fails, `abort` is called instead and no `finish`.
     """
 
-    def __init__(self, columns: Sequence[Column]) -> None:
+    def __init__(self, columns: Sequence[Column], format: CopyFormat = TEXT_FORMAT) -> None:
         self.columns = list(columns)
+        #: text (default), csv or binary, with their options (`twinstream.pgwire.copy`)
+        self.format = format
 
     @abstractmethod
     async def write_rows(self, rows: list[tuple[object, ...]]) -> None:
@@ -150,6 +153,8 @@ class CopyOutStream:
     columns: list[Column]
     rows: Rows
     command_tag: str | None = None
+    #: text (default), csv or binary, with their options; HEADER writes the column names
+    format: CopyFormat = TEXT_FORMAT
 
 
 ExecuteResult = QueryResult | CopyInRequest | CopyOutStream

@@ -42,7 +42,18 @@ from twinstream.pgwire.backend import (
     Session,
 )
 from twinstream.pgwire.codec import FrontendParser
-from twinstream.pgwire.copy import CopyTextDecoder, encode_copy_row
+from twinstream.pgwire.copy import (
+    CopyBinaryDecoder,
+    CopyCsvDecoder,
+    CopyFormat,
+    CopyTextFormatDecoder,
+    binary_header,
+    binary_trailer,
+    encode_binary_row,
+    encode_csv_row,
+    encode_header,
+    encode_text_row,
+)
 from twinstream.pgwire.errors import (
     MessageDecodeError,
     Notice,
@@ -67,6 +78,12 @@ log = logging.getLogger(__name__)
 
 _DEALLOCATE = re.compile(
     r'^\s*deallocate\s+(?:prepare\s+)?("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*;?\s*$',
+    re.IGNORECASE,
+)
+
+_MOVE = re.compile(
+    r"^\s*move\s+(?:forward\s+)?(?:(\d+|all|next)\s+)?(?:(?:from|in)\s+)?"
+    r'("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*;?\s*$',
     re.IGNORECASE,
 )
 
@@ -603,8 +620,10 @@ class Connection:
             try:
                 if self._cancel_requested:
                     raise _canceled()
-                result = self._deallocate(statement) or await self.session.execute(
-                    statement, [], []
+                result = (
+                    self._deallocate(statement)
+                    or await self._move(statement)
+                    or await self.session.execute(statement, [], [])
                 )
                 await self._simple_result(result)
             except PgError as err:
@@ -637,6 +656,34 @@ class Connection:
                 SqlState.INVALID_SQL_STATEMENT_NAME, f'prepared statement "{key}" does not exist'
             )
         return QueryResult(command_tag="DEALLOCATE")
+
+    async def _move(self, sql: str) -> QueryResult | None:
+        """SQL `MOVE [FORWARD] [n | ALL | NEXT] {FROM | IN} portal` on a protocol-level portal
+        that has started (asyncpg's `Cursor.forward` names its portal): skip rows. Other MOVEs
+        (SQL cursors) go to the backend."""
+        match = _MOVE.match(sql)
+        if match is None:
+            return None
+        count_text, name = match.group(1), match.group(2)
+        key = name[1:-1].replace('""', '"') if name.startswith('"') else name
+        portal = self._portals.get(key)
+        if portal is None or not portal.started or portal.source is None:
+            return None
+        word = (count_text or "1").lower()
+        want = None if word == "all" else (1 if word == "next" else int(word))
+        moved = 0
+        source = portal.source
+        while want is None or moved < want:
+            step = ROW_BATCH if want is None else min(ROW_BATCH, want - moved)
+            if source.is_async:
+                row = await source.next_async()
+                got = 0 if row is None else 1
+            else:
+                got = len(source.take_sync(step))
+            moved += got
+            if got == 0 or (not source.is_async and got < step):
+                break
+        return QueryResult(command_tag=f"MOVE {moved}")
 
     async def _simple_result(self, result: object) -> None:
         if isinstance(result, CopyInRequest):
@@ -818,8 +865,10 @@ class Connection:
             if not portal.started:
                 portal.started = True
                 stmt = portal.statement
-                result = self._deallocate(stmt.sql) or await self.session.execute(
-                    stmt.sql, portal.params, stmt.param_oids
+                result = (
+                    self._deallocate(stmt.sql)
+                    or await self._move(stmt.sql)
+                    or await self.session.execute(stmt.sql, portal.params, stmt.param_oids)
                 )
                 if isinstance(result, CopyInRequest):
                     portal.done = True
@@ -870,23 +919,26 @@ class Connection:
 
     async def _copy_in(self, request: CopyInRequest) -> None:
         columns = request.columns
+        fmt = request.format
         decoders = [types.TYPES.get(c.type_oid) for c in columns]
-        self._send(m.CopyInResponse(m.TEXT, (m.TEXT,) * len(columns)))
+        self._send(m.CopyInResponse(fmt.code, (fmt.code,) * len(columns)))
         await self._flush()
-        decoder = CopyTextDecoder()
+        decoder = _copy_decoder(fmt)
         count = 0
 
-        def decode_rows(lines: list[list[str | None]]) -> list[tuple[object, ...]]:
+        def decode_rows(lines: Sequence[Sequence[str | bytes | None]]) -> list[tuple[object, ...]]:
             rows = []
             for fields in lines:
                 if len(fields) != len(columns):
                     what = "extra data after last expected column"
                     if len(fields) < len(columns):
                         what = f'missing data for column "{columns[len(fields)].name}"'
+                    if fmt.kind == "binary":
+                        what = f"row field count is {len(fields)}, expected {len(columns)}"
                     raise PgError(SqlState.BAD_COPY_FILE_FORMAT, what)
                 rows.append(
                     tuple(
-                        None if f is None else (f if t is None else t.text_in(f))
+                        _copy_field(f, t, fmt.kind == "binary")
                         for f, t in zip(fields, decoders, strict=True)
                     )
                 )
@@ -935,20 +987,35 @@ class Connection:
     async def _copy_out(self, stream: CopyOutStream) -> None:
         columns = stream.columns
         ncols = len(columns)
-        self._send(m.CopyOutResponse(m.TEXT, (m.TEXT,) * ncols))
+        fmt = stream.format
+        self._send(m.CopyOutResponse(fmt.code, (fmt.code,) * ncols))
         text_types = [types.TYPES.get(c.type_oid) for c in columns]
+        if fmt.header and fmt.kind != "binary":
+            self._send(m.CopyData(encode_header([c.name for c in columns], fmt)))
+        # binary: the file header travels with the first row (or the trailer), as PostgreSQL
+        # sends it (psycopg parses the first CopyData as header + row)
+        prefix = [binary_header()] if fmt.kind == "binary" else []
 
         def line(row: Sequence[object]) -> bytes:
             if len(row) != ncols:
                 raise _row_width(len(row), ncols)
-            return encode_copy_row(
-                [
-                    None
-                    if v is None
-                    else (t.text_out(v) if t is not None else types.encode_text(c.type_oid, v))
-                    for v, t, c in zip(row, text_types, columns, strict=True)
-                ]
-            )
+            if fmt.kind == "binary":
+                head = prefix.pop() if prefix else b""
+                return head + encode_binary_row(
+                    [
+                        None if v is None else types.encode_binary(c.type_oid, v)
+                        for v, c in zip(row, columns, strict=True)
+                    ]
+                )
+            fields = [
+                None
+                if v is None
+                else (t.text_out(v) if t is not None else types.encode_text(c.type_oid, v))
+                for v, t, c in zip(row, text_types, columns, strict=True)
+            ]
+            if fmt.kind == "csv":
+                return encode_csv_row(fields, fmt)
+            return encode_text_row(fields, fmt)
 
         source = _RowSource(stream.rows)
         count = 0
@@ -978,8 +1045,29 @@ class Connection:
                         await self._flush()
         finally:
             await source.close()
+        if fmt.kind == "binary":
+            self._send(m.CopyData((prefix.pop() if prefix else b"") + binary_trailer()))
         self._send(m.CopyDone())
         self._send(m.CommandComplete(stream.command_tag or f"COPY {count}"))
+
+
+def _copy_decoder(fmt: CopyFormat) -> CopyTextFormatDecoder | CopyCsvDecoder | CopyBinaryDecoder:
+    if fmt.kind == "csv":
+        return CopyCsvDecoder(fmt)
+    if fmt.kind == "binary":
+        return CopyBinaryDecoder()
+    return CopyTextFormatDecoder(fmt)
+
+
+def _copy_field(field: str | bytes | None, t: types.PgType | None, binary: bool) -> object:
+    """One COPY field decoded with its column's type (unknown types stay as given)."""
+    if field is None or t is None:
+        return field
+    if binary:
+        assert isinstance(field, bytes)
+        return t.binary_in(field)
+    assert isinstance(field, str)
+    return t.text_in(field)
 
 
 def _row_width(got: int, expected: int) -> PgError:

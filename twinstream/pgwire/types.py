@@ -10,8 +10,8 @@
 | bytea | 17 | bytes |
 | date | 1082 | datetime.date |
 | timestamp | 1114 | naive datetime.datetime |
-| timestamptz | 1184 | aware datetime.datetime in UTC |
-| interval | 1186 | datetime.timedelta (months count as 30 days, see below) |
+| timestamptz | 1184 | aware datetime.datetime (decoded in UTC; see below) |
+| interval | 1186 | datetime.timedelta (months count as 30 days), or `Interval` to send months |
 | uuid | 2950 | uuid.UUID |
 | json / jsonb | 114 / 3802 | the decoded JSON value (dict, list, str, int, float, bool, None) |
 
@@ -21,8 +21,11 @@ Conventions (the same as asyncpg's where they overlap):
   (`datetime.max` / `datetime.min`), and those Python values encode as the infinities.
 - intervals: PostgreSQL keeps (months, days, microseconds); Python's timedelta has no months.
   A decoded month counts as 30 days (PostgreSQL's own `justify_days` rule) and a year as 360
-  days; encoding always sends months = 0. So `interval '1 month'` arrives as 30 days and goes
+  days; encoding a timedelta sends months = 0 (an `Interval(months, days, microseconds)`
+  sends its months). So `interval '1 month'` arrives as 30 days and goes
   back as `30 days`: comparable, not identical. Days and the time part keep the same sign.
+- timestamptz text output is in the value's own zone: the backend hands out values in the
+  session's TimeZone (naive values count as UTC); binary output is the UTC instant.
 - text output follows the session settings the server announces: DateStyle ISO, TimeZone UTC,
   IntervalStyle postgres, extra_float_digits 1 (shortest exact floats), bytea_output hex.
 - text input accepts the ISO forms (and what the text output produces), not every input
@@ -51,6 +54,7 @@ from twinstream.pgwire.errors import PgError, SqlState
 
 __all__ = [
     "TYPES",
+    "Interval",
     "Oid",
     "PgType",
     "decode",
@@ -62,6 +66,7 @@ __all__ = [
     "encode_text",
     "encoder",
     "infer_oid",
+    "timestamp_has_zone",
     "type_name",
     "type_size",
 ]
@@ -668,6 +673,13 @@ def _parse_timestamp(text: str, type_name: str) -> tuple[dt.datetime, dt.timedel
     return value, offset
 
 
+def timestamp_has_zone(text: str) -> bool:
+    """Whether a timestamp literal names its zone (else PostgreSQL reads it in the session's
+    TimeZone). Unparsable text counts as zoned: decoding it reports the error."""
+    match = _TS_RE.match(text)
+    return match is None or match.group(8) is not None
+
+
 def _parse_offset(body: str) -> dt.timedelta:
     if ":" in body:
         fields = [int(f) for f in body.split(":")]
@@ -724,12 +736,31 @@ def _timestamp_text_out_iso(v: object) -> str:
     return _iso_date(t) + _frac(t.microsecond)
 
 
+def _offset_text(off: dt.timedelta) -> str:
+    """PostgreSQL's zone offset: `+00`, `-05`, `+05:30`, `+00:19:32`."""
+    total = int(off.total_seconds())
+    sign = "-" if total < 0 else "+"
+    hh, rest = divmod(abs(total), 3600)
+    mm, ss = divmod(rest, 60)
+    text = f"{sign}{hh:02d}"
+    if mm or ss:
+        text += f":{mm:02d}"
+    if ss:
+        text += f":{ss:02d}"
+    return text
+
+
 def _timestamptz_text_out(v: object) -> str:
+    """In the value's own zone (the session's TimeZone: the engine converts), UTC if naive."""
     t = _as_utc(v)
     if t == _MAX_UTC:
         return "infinity"
     if t == _MIN_UTC:
         return "-infinity"
+    if isinstance(v, dt.datetime) and v.tzinfo is not None:
+        off = v.utcoffset()
+        if off:
+            return _iso_date(v) + _frac(v.microsecond) + _offset_text(off)
     return _iso_date(t) + _frac(t.microsecond) + "+00"
 
 
@@ -832,10 +863,15 @@ TIMESTAMPTZ = PgType(
 _INTERVAL = struct.Struct("!qii")
 
 
-def _as_timedelta(v: object) -> dt.timedelta:
-    if isinstance(v, dt.timedelta):
-        return v
-    raise _wrong_value(v, "interval")
+@dataclass(frozen=True)
+class Interval:
+    """An interval with its months kept (PostgreSQL's (months, days, microseconds)); backends
+    hand it out where a timedelta would lose the months. It encodes exactly; decoding still
+    gives timedelta."""
+
+    months: int = 0
+    days: int = 0
+    microseconds: int = 0
 
 
 def _interval_parts(td: dt.timedelta) -> tuple[int, int]:
@@ -845,13 +881,37 @@ def _interval_parts(td: dt.timedelta) -> tuple[int, int]:
     return days, total - days * _US_PER_DAY
 
 
+def _interval_fields(v: object) -> tuple[int, int, int]:
+    """(months, days, microseconds) of a timedelta or Interval."""
+    if isinstance(v, Interval):
+        return v.months, v.days, v.microseconds
+    if isinstance(v, dt.timedelta):
+        days, us = _interval_parts(v)
+        return 0, days, us
+    raise _wrong_value(v, "interval")
+
+
 def _interval_text_out(v: object) -> str:
-    days, us = _interval_parts(_as_timedelta(v))
-    parts = []
-    if days:
-        parts.append(f"{days} day{'' if days == 1 else 's'}")
-    if us or not days:
-        sign = "-" if us < 0 else ""
+    """IntervalStyle postgres: `1 year 2 mons -3 days +04:05:06` (a field after a negative
+    one gets an explicit `+`, as PostgreSQL prints it)."""
+    months, days, us = _interval_fields(v)
+    parts: list[str] = []
+    before_negative = False
+
+    def add(value: int, unit: str) -> None:
+        nonlocal before_negative
+        if value == 0:
+            return
+        sign = "+" if before_negative and value > 0 else ""
+        parts.append(f"{sign}{value} {unit}{'' if value == 1 else 's'}")
+        before_negative = value < 0
+
+    years = abs(months) // 12 * (1 if months >= 0 else -1)
+    add(years, "year")
+    add(months - years * 12, "mon")
+    add(days, "day")
+    if us or not parts:
+        sign = "-" if us < 0 else ("+" if before_negative else "")
         us = abs(us)
         seconds, micro = divmod(us, 1_000_000)
         minutes, sec = divmod(seconds, 60)
@@ -861,10 +921,10 @@ def _interval_text_out(v: object) -> str:
 
 
 def _interval_binary_out(v: object) -> bytes:
-    days, us = _interval_parts(_as_timedelta(v))
-    if not -(2**31) <= days < 2**31:
+    months, days, us = _interval_fields(v)
+    if not -(2**31) <= days < 2**31 or not -(2**31) <= months < 2**31:
         raise _datetime_range("interval")
-    return _INTERVAL.pack(us, days, 0)
+    return _INTERVAL.pack(us, days, months)
 
 
 def _interval_from(months: Decimal | int, days: Decimal | int, us: Decimal | int) -> dt.timedelta:
@@ -1128,7 +1188,7 @@ def infer_oid(value: object) -> int:
         return Oid.TIMESTAMP if value.tzinfo is None else Oid.TIMESTAMPTZ
     if isinstance(value, dt.date):
         return Oid.DATE
-    if isinstance(value, dt.timedelta):
+    if isinstance(value, dt.timedelta | Interval):
         return Oid.INTERVAL
     if isinstance(value, uuid.UUID):
         return Oid.UUID
@@ -1207,3 +1267,9 @@ def decode(oid: int, data: bytes | None, fmt: int) -> object:
 
 def decoder(oid: int, fmt: int) -> Callable[[bytes | None], object]:
     return lambda data: decode(oid, data, fmt)
+
+
+# Array types (`{1,2}`) are built over the scalar types above.
+from twinstream.pgwire.arrays import array_types  # noqa: E402
+
+TYPES.update(array_types(TYPES))

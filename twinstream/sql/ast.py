@@ -221,6 +221,17 @@ class ColumnDef:
     type: TypeName
     nullable: bool = True
     default: exp.Expr | None = None
+    primary_key: bool = False
+    #: `CONSTRAINT name PRIMARY KEY` on the column.
+    constraint_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PrimaryKey:
+    """A table constraint `[CONSTRAINT name] PRIMARY KEY (cols)`."""
+
+    columns: tuple[str, ...]
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +241,7 @@ class CreateTable(Statement):
     if_not_exists: bool = False
     temporary: bool = False
     options: tuple[Option, ...] = ()  # WITH (...)
+    primary_keys: tuple[PrimaryKey, ...] = ()  # table constraints (more than one is 42P16)
 
 
 @dataclass(frozen=True)
@@ -548,6 +560,15 @@ class Fetch(Statement):
     cursor: str
     count: int | None = 1  # None: ALL
     options: tuple[Option, ...] = ()  # WITH (TIMEOUT = '1s')
+
+
+@dataclass(frozen=True)
+class Move(Statement):
+    """MOVE: reposition a cursor. `absolute` counts from the start (negative: from the end)."""
+
+    cursor: str
+    mode: str = "relative"  # relative | absolute
+    count: int = 1
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,6 @@ _UNSUPPORTED_STATEMENTS = {
     "do": "DO",
     "merge": "MERGE",
     "import": "IMPORT FOREIGN SCHEMA",
-    "move": "MOVE",
 }
 
 # Object kinds of CREATE/DROP/ALTER that PostgreSQL or Materialize has and twinstream does not.
@@ -775,6 +774,7 @@ class _Parser:
             "explain": self.explain,
             "declare": self.declare,
             "fetch": self.fetch,
+            "move": self.move,
             "close": self.close,
             "discard": self.discard,
             "prepare": self.prepare,
@@ -1005,15 +1005,30 @@ class _Parser:
             return self.create_table_from_source(name, columns, if_not_exists)
         self.expect_op("(")
         defs: list[ast.ColumnDef] = []
+        keys: list[ast.PrimaryKey] = []
         if not self.at_op(")"):
-            defs.append(self.column_def())
+            self.table_element(defs, keys)
             while self.accept_op(","):
-                defs.append(self.column_def())
+                self.table_element(defs, keys)
         self.expect_op(")")
         if self.at_kw("inherits") or self.at_kw("partition"):
             raise self.unsupported("CREATE TABLE ... " + self.peek().value.upper())
         options = self.with_options()
-        return ast.CreateTable(name, tuple(defs), if_not_exists, temporary, options)
+        return ast.CreateTable(
+            name, tuple(defs), if_not_exists, temporary, options, primary_keys=tuple(keys)
+        )
+
+    def table_element(self, defs: list[ast.ColumnDef], keys: list[ast.PrimaryKey]) -> None:
+        """A column definition or a `[CONSTRAINT name] PRIMARY KEY (cols)` table constraint."""
+        constraint: str | None = None
+        if self.at_kw("constraint") and self.peek(2).is_keyword("primary"):
+            self.advance()
+            constraint = self.ident("constraint name")
+        if self.at_kw("primary", "key"):
+            self.expect_kw("primary", "key")
+            keys.append(ast.PrimaryKey(self.ident_list(), constraint))
+            return
+        defs.append(self.column_def())
 
     def create_table_from_source(
         self, name: ast.QualifiedName, columns: tuple[str, ...], if_not_exists: bool
@@ -1045,8 +1060,15 @@ class _Parser:
         type_name = self.type_name()
         nullable = True
         default: exp.Expr | None = None
+        primary_key = False
+        constraint: str | None = None
         while not (self.at_op(",") or self.at_op(")")):
-            if self.accept_kw("not", "null"):
+            if self.at_kw("constraint") and self.peek(2).is_keyword("primary"):
+                self.advance()
+                constraint = self.ident("constraint name")
+            if self.accept_kw("primary", "key"):
+                primary_key = True
+            elif self.accept_kw("not", "null"):
                 nullable = False
             elif self.accept_kw("null"):
                 nullable = True
@@ -1065,7 +1087,7 @@ class _Parser:
                 raise self.unsupported(f"column constraint {self.peek().value.upper()}")
             else:
                 raise self.error('NOT NULL, NULL, DEFAULT, "," or ")"')
-        return ast.ColumnDef(name, type_name, nullable, default)
+        return ast.ColumnDef(name, type_name, nullable, default, primary_key, constraint)
 
     def view_columns_and_query_start(self) -> tuple[ast.QualifiedName, tuple[str, ...]]:
         name = self.qualified_name("view name")
@@ -1949,9 +1971,9 @@ class _Parser:
         while not self.at_kw("cursor"):
             if self.accept_kw("no", "scroll") or self.accept_kw("insensitive"):
                 continue
-            if self.accept_kw("asensitive"):
-                continue
-            if self.at_kw("binary") or self.at_kw("scroll"):
+            if self.accept_kw("asensitive") or self.accept_kw("scroll"):
+                continue  # SQL cursors are materialized: every one can scroll
+            if self.at_kw("binary"):
                 raise self.unsupported("DECLARE ... " + self.peek().value.upper())
             raise self.error("CURSOR")
         self.expect_kw("cursor")
@@ -1991,6 +2013,39 @@ class _Parser:
         cursor = self.ident("cursor name")
         options = self.with_options()
         return ast.Fetch(cursor, count, options)
+
+    def move(self) -> ast.Move:
+        """`MOVE [FORWARD | BACKWARD | ABSOLUTE | RELATIVE] [n | ALL | NEXT | PRIOR | FIRST |
+        LAST] [FROM | IN] cursor` (psycopg's ServerCursor.scroll)."""
+        self.expect_kw("move")
+        mode, count = "relative", 1
+        if self.accept_kw("next"):
+            pass
+        elif self.accept_kw("prior"):
+            count = -1
+        elif self.accept_kw("first"):
+            mode, count = "absolute", 1
+        elif self.accept_kw("last"):
+            mode, count = "absolute", -1
+        else:
+            sign = 1
+            if self.accept_kw("absolute"):
+                mode = "absolute"
+            elif self.accept_kw("backward"):
+                sign = -1
+            elif not self.accept_kw("forward"):
+                self.accept_kw("relative")
+            if self.accept_kw("all"):
+                count = sign * 2**62
+            else:
+                negative = self.accept_op("-")
+                if _is_integer(self.peek()):
+                    count = sign * self.integer() * (-1 if negative else 1)
+                else:
+                    count = sign
+        if not self.accept_kw("from"):
+            self.accept_kw("in")
+        return ast.Move(self.ident("cursor name"), mode, count)
 
     def close(self) -> ast.Close:
         self.expect_kw("close")
