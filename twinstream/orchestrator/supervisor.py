@@ -50,6 +50,9 @@ class GenerationProcess:
     proc: asyncio.subprocess.Process | None = None
     #: Set when the process was started by an earlier orchestrator and adopted by this one.
     adopted_pid: int | None = None
+    #: Working directory: the data dir for a `--to` program, so that a source checkout in the
+    #: orchestrator's directory cannot shadow the install the program names.
+    cwd: Path | None = None
     endpoint: GenerationEndpoint | None = None
     restarts: int = 0
     exit_codes: list[int] = field(default_factory=list)
@@ -110,7 +113,7 @@ class Supervisor:
         blob_url: str | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.absolute()
         self.consensus_url = consensus_url
         self.blob_url = blob_url
         self.extra_args = list(extra_args or [])
@@ -141,17 +144,21 @@ class Supervisor:
             args += ["--blob", self.blob_url]
         return args + self.extra_args
 
+    def _process(self, generation: int, program: list[str] | None) -> GenerationProcess:
+        return GenerationProcess(
+            generation,
+            self.command_for(generation, program),
+            self.data_dir,
+            self.data_dir / f"environmentd-gen-{generation}.log",
+            cwd=self.data_dir if program else None,
+        )
+
     async def start(self, generation: int, program: list[str] | None = None) -> GenerationEndpoint:
         """Start a generation and wait until it serves; returns its endpoint."""
         assert generation not in self.generations or self.generations[generation].stopping, (
             f"generation {generation} is already running"
         )
-        gp = GenerationProcess(
-            generation,
-            self.command_for(generation, program),
-            self.data_dir,
-            self.data_dir / f"environmentd-gen-{generation}.log",
-        )
+        gp = self._process(generation, program)
         self.generations[generation] = gp
         endpoint = await self._spawn(gp)
         self._watchers[generation] = asyncio.create_task(
@@ -171,6 +178,7 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, **self.env_overrides},
+                cwd=gp.cwd,
             )
         except OSError as e:  # no such program, not executable, ...
             raise GenerationFailed(
@@ -214,12 +222,7 @@ class Supervisor:
         process group `endpoint.pid` leads (a recycled pid would not match both)."""
         generation = endpoint.generation
         assert generation not in self.generations, f"generation {generation} is already known"
-        gp = GenerationProcess(
-            generation,
-            self.command_for(generation, program),
-            self.data_dir,
-            self.data_dir / f"environmentd-gen-{generation}.log",
-        )
+        gp = self._process(generation, program)
         try:
             info = json.loads(gp.ports_file.read_text())
             pid = int(info["pid"])
