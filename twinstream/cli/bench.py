@@ -179,3 +179,12 @@ async def pgwire(opts: BenchOptions) -> dict[str, Any]:
 )
 async def upgrade(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("upgrade_bench", opts)
+
+
+@register(
+    "balancer",
+    "Latency the balancer adds to a point SELECT vs a direct connection (and vs PgBouncer when "
+    "installed).",
+)
+async def balancer(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("balancer_bench", opts)
