@@ -50,6 +50,8 @@ class BenchOptions:
     consensus_url: str | None = None
     #: Use this blob location instead of the default for the backend.
     blob_url: str | None = None
+    #: Rows of the benchmark's data set (0: the benchmark's default).
+    rows: int = 0
     #: Progress messages (never stdout: ``--json`` owns it).
     log: Callable[[str], None] = _stderr
 
@@ -188,3 +190,12 @@ async def upgrade(opts: BenchOptions) -> dict[str, Any]:
 )
 async def balancer(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("balancer_bench", opts)
+
+
+@register(
+    "promote",
+    "Promotion of a caught-up generation: promote_to_leader_ms, old_exit_ms, catch_up_s, vs "
+    "cold_hydration_s of the same data (1M rows by default; --rows).",
+)
+async def promote(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("promote_bench", opts)

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from twinstream.adapter.coordinator import Coordinator
 from twinstream.aio import wait_event
 from twinstream.catalog import DurableCatalog, OpenMode
 from twinstream.clock import Clock
+from twinstream.deployment.caught_up import (
+    CollectionFrontiers,
+    ReplicaHealth,
+    check_caught_up,
+)
 from twinstream.deployment.params import ZeroDowntimeParams
 from twinstream.deployment.state import Deployment, DeploymentState
 from twinstream.persist import PersistClient
@@ -33,6 +39,28 @@ class NotCaughtUpInTime(RuntimeError):
     """with_0dt_deployment_max_wait elapsed and enable_0dt_deployment_panic_after_timeout."""
 
 
+#: Per-replica restart counts of this generation (the supervisor's); see deployment/caught_up.py.
+ReplicaHealthFeed = Callable[[], Sequence[ReplicaHealth]]
+#: Frontiers of collections maintained by clusters (the compute controller's, once wired).
+CollectionFeed = Callable[[], Awaitable[Sequence[CollectionFrontiers]]]
+
+
+def _no_replicas() -> Sequence[ReplicaHealth]:
+    return ()
+
+
+async def _no_collections() -> Sequence[CollectionFrontiers]:
+    return ()
+
+
+@dataclass(frozen=True)
+class CaughtUpFeeds:
+    """What the caught-up check reads besides the tables this process mirrors."""
+
+    replica_health: ReplicaHealthFeed = _no_replicas
+    collections: CollectionFeed = _no_collections
+
+
 async def run_promotion(
     deployment: Deployment,
     coord: Coordinator,
@@ -42,9 +70,12 @@ async def run_promotion(
     params: ZeroDowntimeParams,
     clock: Clock,
     on_leader: Callable[[], Awaitable[None]] | None = None,
+    feeds: CaughtUpFeeds | None = None,
 ) -> None:
     assert deployment.current() is DeploymentState.CATCHING_UP, deployment.state
-    skipped = await _catch_up(deployment, coord, persist, deploy_generation, params, clock)
+    skipped = await _catch_up(
+        deployment, coord, persist, deploy_generation, params, clock, feeds or CaughtUpFeeds()
+    )
     if not skipped:
         await _ddl_check(coord, persist, deploy_generation, clock)
     deployment.advance(DeploymentState.READY_TO_PROMOTE)
@@ -72,6 +103,7 @@ async def _catch_up(
     generation: int,
     params: ZeroDowntimeParams,
     clock: Clock,
+    feeds: CaughtUpFeeds,
 ) -> bool:
     """Returns True if catch-up was skipped (skip-catchup)."""
     start = clock.monotonic()
@@ -83,7 +115,7 @@ async def _catch_up(
             log.info("catch-up skipped on request")
             return True
         now = clock.monotonic()
-        if await _caught_up(coord, params):
+        if await _caught_up(coord, params, clock, feeds):
             stable_since = now if stable_since is None else stable_since
             if (now - stable_since) * 1000 >= params.with_0dt_caught_up_check_stability_period_ms:
                 log.info("caught up with the leader")
@@ -104,16 +136,47 @@ async def _catch_up(
         await wait_event(deployment.skip_catchup, interval_s)
 
 
-async def _caught_up(coord: Coordinator, params: ZeroDowntimeParams) -> bool:
+async def table_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
+    """The tables this read-only generation mirrors: ours = what the follower mirrored, live =
+    the table shard's upper (the leader's group commit moves it every tick)."""
+    out = []
+    for item_id, follower in coord.followers().items():
+        ref = coord.index.items_by_id.get(item_id)
+        out.append(
+            CollectionFrontiers(
+                name=ref.fq() if ref is not None else item_id,
+                cluster=None,
+                hydrated=follower.hydrated.is_set(),
+                write_frontier=follower.frontier,
+                live_frontier=await follower.shard.upper(),
+            )
+        )
+    return out
+
+
+async def _caught_up(
+    coord: Coordinator, params: ZeroDowntimeParams, clock: Clock, feeds: CaughtUpFeeds
+) -> bool:
     if not params.enable_0dt_caught_up_check:
-        return all(f.hydrated.is_set() for f in coord.followers().values())
-    laggards = await coord.caught_up_laggards(
+        collections = [*await table_frontiers(coord), *await feeds.collections()]
+        return all(c.hydrated for c in collections)
+    verdict = check_caught_up(
+        [*await table_frontiers(coord), *await feeds.collections()],
+        now_ms=clock.now_ms(),
         allowed_lag_ms=params.with_0dt_caught_up_check_allowed_lag_ms,
         cutoff_ms=params.with_0dt_caught_up_check_cutoff_ms,
+        replicas=feeds.replica_health(),
+        max_restarts=(
+            params.with_0dt_caught_up_check_crash_loop_restarts
+            if params.enable_0dt_caught_up_replica_status_check
+            else None
+        ),
     )
-    for lag in laggards:
+    for cluster in sorted(verdict.excluded_clusters):
+        log.warning("cluster %s: every replica crash-loops; excluded from the check", cluster)
+    for lag in verdict.laggards:
         log.info("not caught up: %s", lag)
-    return not laggards
+    return verdict.caught_up
 
 
 async def _ddl_check(
