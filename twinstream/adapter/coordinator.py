@@ -186,8 +186,9 @@ class Coordinator:
         self.committer.oracle = self.oracle
         self.committer.confirm_leadership = writable.confirm_leadership
         await self.oracle.write_ts()
-        for follower in self._followers.values():
-            await follower.wait_frontier(await follower.shard.upper())
+        async with asyncio.TaskGroup() as tg:  # every table at once: promotion is the outage
+            for follower in self._followers.values():
+                tg.create_task(follower.wait_frontier(await follower.shard.upper()))
         for task in self._follow_tasks.values():
             task.cancel()
         for task in self._follow_tasks.values():
@@ -197,9 +198,11 @@ class Coordinator:
         self._followers.clear()
         assert self._tg is not None
         self._commit_task = self._tg.create_task(self.committer.run(), name="group-commit")
-        for item_id, shard in self.tables.items():
-            self._holds[item_id] = await self._take_hold(shard)
-            await self.committer.register(shard)
+        async with asyncio.TaskGroup() as tg:  # concurrently; the registrations share commits
+            holds = {i: tg.create_task(self._take_hold(s)) for i, s in self.tables.items()}
+            for shard in self.tables.values():
+                tg.create_task(self.committer.register(shard))
+        self._holds.update({i: task.result() for i, task in holds.items()})
         # Last: until every table is registered, writes keep failing with the retryable 25006.
         self.config.read_only = False
         self._leader.set()

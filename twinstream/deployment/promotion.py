@@ -86,11 +86,16 @@ async def run_promotion(
     writable = await DurableCatalog.open(
         persist, OpenMode.WRITABLE, deploy_generation=deploy_generation, clock=clock
     )
+    fenced = time.monotonic()
     await coord.promote(writable)
     deployment.advance(DeploymentState.IS_LEADER)
     deployment.promotion_ms = (time.monotonic() - started) * 1000
     log.info(
-        "promoted to leader in %.1f ms (generation %d)", deployment.promotion_ms, deploy_generation
+        "promoted to leader in %.1f ms (generation %d; catalog opened writable and the old "
+        "generation fenced in %.1f ms)",
+        deployment.promotion_ms,
+        deploy_generation,
+        (fenced - started) * 1000,
     )
     if on_leader is not None:
         await on_leader()
