@@ -237,8 +237,27 @@ def test_killed_at_ready_to_promote_waits_for_promote(up: Up) -> None:
     assert code == 409
     assert "generation 1 is in progress (ReadyToPromote" in body["message"]
     assert "twinstream promote" in body["message"]
-    assert up.call("POST", "/promote")[0] == 202
+    # The same refusal through the CLI, and `status --json` shows the rollout.
+    cli = [sys.executable, "-m", "twinstream"]
+    proc = subprocess.run(
+        [*cli, "upgrade", "--data-dir", str(up.data_dir)], capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "refused" in proc.stderr and "generation 1 is in progress" in proc.stderr
+    proc = subprocess.run(
+        [*cli, "status", "--json", "--data-dir", str(up.data_dir)], capture_output=True,
+        text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(proc.stdout)["record"]["status"] == "ReadyToPromote"
+    proc = subprocess.run(
+        [*cli, "promote", "--data-dir", str(up.data_dir)], capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     check_after(up, wait_applied(up, 1), old_pid, new_pid)
+    code, body = up.call("POST", "/promote")
+    assert code == 409 and "nothing to promote (rollout status Applied)" in body["message"]
 
 
 @pytest.mark.parametrize("point", ["rollout-after-promoting", "rollout-after-promote"])
