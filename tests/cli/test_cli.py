@@ -69,3 +69,30 @@ def test_help_lists_bench() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "bench" in result.output
+
+
+def test_bench_balancer_json_shape() -> None:
+    proc = _twinstream("bench", "balancer", "--json", "--seconds", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    result = json.loads(line)
+    for key in ("direct_p50_ms", "balancer_p50_ms", "balancer_added_p50_ms", "balancer_ratio"):
+        assert isinstance(result[key], int | float), (key, result)
+    assert result["samples"] >= 250
+    assert result["pgbouncer"] in ("measured", "not installed")
+    if result["pgbouncer"] == "not installed":
+        assert result["pgbouncer_p50_ms"] is None and result["added_vs_pgbouncer"] is None
+    else:
+        assert isinstance(result["pgbouncer_p50_ms"], int | float)
+
+
+def test_bench_promote_json_shape() -> None:
+    proc = _twinstream("bench", "promote", "--json", "--rows", "2000", timeout=600.0)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.splitlines()
+    result = json.loads(line)
+    assert result["rows"] == 2000 and result["collections"] == ["big"]
+    for key in ("promote_to_leader_ms", "old_exit_ms", "catch_up_s", "cold_hydration_s"):
+        assert isinstance(result[key], int | float) and result[key] > 0, (key, result)
+    assert result["old_exit_code"] == 0
+    assert result["writes_lost"] == 0

@@ -75,3 +75,31 @@ async def test_rollout_timeout_leaves_old_serving(tmp_path: Path) -> None:
     finally:
         await orch.down()
         await orch.close()
+
+
+async def test_upgrade_on_postgres_immediately_promote(tmp_path: Path, pg_url: str) -> None:
+    """Consensus and blob on PostgreSQL; ImmediatelyPromoteCausingDowntime skips catch-up."""
+    orch = Orchestrator(
+        tmp_path / "env",
+        consensus_url=pg_url,
+        blob_url=pg_url,
+        # Would never be ready by itself: only skip-catchup gets it promoted.
+        extra_args=["--system-param", "with_0dt_caught_up_check_stability_period=1h"],
+    )
+    try:
+        record = await orch.up()
+        ep0 = record.active_endpoint()
+        assert ep0 is not None
+        query(ep0.sql_port, "CREATE TABLE t (a int)")
+        query(ep0.sql_port, "INSERT INTO t VALUES (1)")
+        record = await orch.upgrade(strategy=Strategy.IMMEDIATELY_PROMOTE_CAUSING_DOWNTIME)
+        assert record.active_generation == 1 and record.status is RolloutStatus.APPLIED
+        assert record.strategy == Strategy.IMMEDIATELY_PROMOTE_CAUSING_DOWNTIME.value
+        assert not (tmp_path / "env" / "consensus.db").exists(), "the record lives in PostgreSQL"
+        ep1 = record.active_endpoint()
+        assert ep1 is not None
+        query(ep1.sql_port, "INSERT INTO t VALUES (2)")
+        assert query(ep1.sql_port, "SELECT a FROM t ORDER BY a") == [(1,), (2,)]
+    finally:
+        await orch.down()
+        await orch.close()

@@ -226,56 +226,6 @@ class Coordinator:
         self.system.refresh(self.index, self.sessions)
         return [r.id for r in added]
 
-    async def caught_up_laggards(self, *, allowed_lag_ms: int, cutoff_ms: int) -> list[str]:
-        """Collections not caught up with the leader, as "name: lag" (empty: caught up).
-
-        For a table the live frontier L is its shard's upper (the leader's group commit moves
-        it every tick); our write frontier W is what the follower has mirrored. A collection
-        whose L is older than the cutoff is ignored (the leader is stuck on it too).
-        """
-        now = self.clock.now_ms()
-        laggards = []
-        for item_id, follower in self._followers.items():
-            ref = self.index.items_by_id.get(item_id)
-            name = ref.fq() if ref is not None else item_id
-            live = await follower.shard.upper()
-            if live + cutoff_ms <= now:
-                continue
-            if not follower.hydrated.is_set():
-                laggards.append(f"{name}: not hydrated")
-                continue
-            lag = live - follower.frontier
-            if lag > allowed_lag_ms:
-                laggards.append(f"{name}: {lag} ms behind")
-        laggards += await self._compute_laggards(allowed_lag_ms, cutoff_ms, now)
-        return laggards
-
-    async def _compute_laggards(self, allowed_lag_ms: int, cutoff_ms: int, now: int) -> list[str]:
-        """Materialized views and indexes: our write frontier W (max over our replicas) vs
-        the live frontier L: a view's output shard upper (the leader's sinks move it); for
-        an index, the minimum upper of its dataflow's inputs (nobody writes its output)."""
-        laggards = []
-        live_of: dict[str, int] = {}
-        for item_id, mirror in self.mviews.mirrors.items():
-            live_of[item_id] = await mirror.shard.upper()
-        for item_id, (_cluster, desc) in list(self.compute.dataflows.items()):
-            if item_id in self.index_dataflows and desc.inputs:
-                uppers = [await self.persist.open(s).upper() for s in desc.inputs.values()]
-                live_of[item_id] = min(uppers)
-        for item_id, live in live_of.items():
-            ref = self.index.items_by_id.get(item_id)
-            name = ref.fq() if ref is not None else item_id
-            if live + cutoff_ms <= now:
-                continue
-            ours = await self.compute.collection_frontier(item_id)
-            if not ours.hydrated:
-                laggards.append(f"{name}: not hydrated")
-                continue
-            lag = live - ours.write_frontier
-            if lag > allowed_lag_ms:
-                laggards.append(f"{name}: {lag} ms behind")
-        return laggards
-
     async def hydrated(self) -> bool:
         """Every table follower, materialized view and index (on some replica) hydrated."""
         if not all(f.hydrated.is_set() for f in self._followers.values()):
@@ -304,8 +254,9 @@ class Coordinator:
         self.committer.oracle = self.oracle
         self.committer.confirm_leadership = writable.confirm_leadership
         await self.oracle.write_ts()
-        for follower in self._followers.values():
-            await follower.wait_frontier(await follower.shard.upper())
+        async with asyncio.TaskGroup() as tg:  # every table at once: promotion is the outage
+            for follower in self._followers.values():
+                tg.create_task(follower.wait_frontier(await follower.shard.upper()))
         for task in self._follow_tasks.values():
             task.cancel()
         for task in self._follow_tasks.values():
@@ -315,9 +266,12 @@ class Coordinator:
         self._followers.clear()
         assert self._tg is not None
         self._commit_task = self._tg.create_task(self.committer.run(), name="group-commit")
+        async with asyncio.TaskGroup() as tg:  # concurrently; the registrations share commits
+            holds = {i: tg.create_task(self._take_hold(s)) for i, s in self.tables.items()}
+            for shard in self.tables.values():
+                tg.create_task(self.committer.register(shard))
+        self._holds.update({i: task.result() for i, task in holds.items()})
         for item_id, shard in self.tables.items():
-            self._holds[item_id] = await self._take_hold(shard)
-            await self.committer.register(shard)
             self.table_write_ts[item_id] = max(await shard.upper() - 1, 0)
         # Last: until every table is registered, writes keep failing with the retryable 25006.
         self.config.read_only = False

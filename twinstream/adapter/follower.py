@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 from twinstream.adapter.engine import QueryEngine
 from twinstream.persist import Progress, ReadBeforeSince, Shard, Updates
@@ -62,10 +63,22 @@ class TableFollower:
 
     async def _follow(self, upper: int) -> None:
         as_of = upper - 1
-        rows = await self.shard.snapshot(as_of)
+        # Hold as_of from before the snapshot, and hand the same hold to the listen: the leader
+        # moves the since every second, and snapshotting a large table takes longer, so a hold
+        # taken only by the listen would come too late and the follower would restart forever.
+        reader_id = f"follower-{uuid.uuid4().hex[:12]}"
+        hold = await self.shard.leased_reader(reader_id, as_of)
+        try:
+            if hold.since != as_of:
+                raise ReadBeforeSince(f"follower as_of {as_of} < since {hold.since}")
+            rows = await self.shard.snapshot(as_of)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await hold.expire()
+            raise
         self.engine.replace_contents(self.table_fqn, self.ncols, rows)
         self._advance(upper)
-        listen = self.shard.listen(as_of)
+        listen = self.shard.listen(as_of, reader_id=reader_id)
         try:
             async for event in listen:
                 if isinstance(event, Updates):

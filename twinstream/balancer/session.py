@@ -39,6 +39,7 @@ from twinstream.balancer.retry import RetryableError, match_retryable
 from twinstream.balancer.route import Route
 from twinstream.balancer.sqlclass import Stmt, classify, classify_query, is_ddl_text
 from twinstream.balancer.stats import SessionInfo
+from twinstream.balancer.subscribe import SubscribeResume, parse_resumable
 from twinstream.pgwire import messages as m
 from twinstream.pgwire.errors import ProtocolViolation
 from twinstream.pgwire.limits import STARTUP_TIMEOUT_S
@@ -142,6 +143,8 @@ class _Unit:
     attempts: int = 0
     #: CommandComplete messages in the answer so far (statements that finished).
     commands_done: int = 0
+    #: A SUBSCRIBE the balancer can resume on the next generation (subscribe.py).
+    subscribe: SubscribeResume | None = None
 
     def reset_for_resend(self) -> None:
         self.op_pos = 0
@@ -556,6 +559,8 @@ class ClientSession:
             unit.stmts = classify_query(sql)
             unit.is_commit = any(s.kind == "commit" for s in unit.stmts)
             unit.complete = True
+            if len(unit.stmts) == 1 and len(unit.frames) == 1:
+                unit.subscribe = parse_resumable(sql)
         elif t in (_F, _S):
             unit.complete = True
         elif t == _P:
@@ -619,6 +624,13 @@ class ClientSession:
     async def _on_backend_frame(self, frame: bytes) -> None:
         t = frame[0]
         head = self.units[0] if self.units else None
+        if head is not None and head.subscribe is not None:
+            sub = head.subscribe
+            if t == _COPY_OUT and sub.swallow_copy_out:
+                sub.swallow_copy_out = False  # a resumed SUBSCRIBE: the client has one
+                return
+            if t == _COPY_DATA and not sub.admit(frame):
+                return
         if t == _ERR:
             err = parse_error(frame)
             if err.fatal:
@@ -872,6 +884,16 @@ class ClientSession:
                 self.pending_abort = True
             return
         head = self.units[0]
+        if (
+            self.status == "I"
+            and len(self.units) == 1
+            and head.subscribe is not None
+            and head.subscribe.resumable()
+            and code in (None, ADMIN_SHUTDOWN, CRASH_SHUTDOWN)
+            and not self.cancel_requested
+        ):
+            await self._resume_subscribe(head, head.subscribe, avoid, lost, hold)
+            return
         if self.status == "I":
             not_run = code == ADMIN_SHUTDOWN or (err is None and self.balancer.retry_on_eof)
             if not (not_run and self._resendable(head)):
@@ -889,6 +911,20 @@ class ClientSession:
         await self._reattach(hold, avoid, lost)
         self.balancer.counters.tx_aborted_40001 += 1
         self._fail_inflight(SERIALIZATION_FAILURE, TX_MOVED_MESSAGE)
+
+    async def _resume_subscribe(
+        self, head: _Unit, sub: SubscribeResume, avoid: int | None, lost: bytes, deadline: float
+    ) -> None:
+        """Re-issue a cut SUBSCRIBE on a fresh backend from its last progress timestamp."""
+        await self._reattach(deadline, avoid, lost)
+        sql = sub.resume_sql()
+        log.info("resuming a SUBSCRIBE on generation %s: %s", self.generation, sql)
+        frame = m.Query(sql).encode()
+        head.frames = [frame]
+        head.commands_done = 0
+        head.error = None
+        self.balancer.counters.subscribes_resumed += 1
+        self._to_backend(frame)
 
     def _resendable(self, head: _Unit) -> bool:
         """The units in flight can be re-sent: the client has seen nothing of the head's

@@ -35,6 +35,8 @@ class BalancerStats:
     protocol_errors: int = 0
     #: DDL refused with 0A000 under ddl_policy="error".
     ddl_rejected: int = 0
+    #: SUBSCRIBEs cut by a cutover and resumed on the next generation (balancer/subscribe.py).
+    subscribes_resumed: int = 0
 
 
 class Counters:
@@ -54,6 +56,7 @@ class Counters:
         self.cancels_dropped = 0
         self.protocol_errors = 0
         self.ddl_rejected = 0
+        self.subscribes_resumed = 0
 
     def snapshot(self) -> BalancerStats:
         return BalancerStats(**{f.name: getattr(self, f.name) for f in fields(BalancerStats)})

@@ -52,6 +52,8 @@ class BenchOptions:
     blob_url: str | None = None
     #: A smaller workload (benchmarks that have sizes: ``ivm`` uses 100k rows instead of 1M).
     quick: bool = False
+    #: Rows of the benchmark's data set (0: the benchmark's default).
+    rows: int = 0
     #: Progress messages (never stdout: ``--json`` owns it).
     log: Callable[[str], None] = _stderr
 
@@ -199,3 +201,21 @@ async def sources(opts: BenchOptions) -> dict[str, Any]:
 )
 async def ivm(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("ivm_bench", opts)
+
+
+@register(
+    "balancer",
+    "Latency the balancer adds to a point SELECT vs a direct connection (and vs PgBouncer when "
+    "installed).",
+)
+async def balancer(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("balancer_bench", opts)
+
+
+@register(
+    "promote",
+    "Promotion of a caught-up generation: promote_to_leader_ms, old_exit_ms, catch_up_s, vs "
+    "cold_hydration_s of the same data (1M rows by default; --rows).",
+)
+async def promote(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("promote_bench", opts)

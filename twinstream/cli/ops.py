@@ -163,8 +163,13 @@ async def _up(data_dir: Path, consensus: str | None, blob: str | None, port: int
     orch = Orchestrator(data_dir, consensus_url=consensus, blob_url=blob)
     record = await orch.up()
     balancer = await _start_balancer(orch, port)
+    if balancer is not None:
+        port = int(balancer.port)
     control = ControlServer(orch, balancer_port=port if balancer else None)
     await control.start()
+    if orch.rollout_pending(record):
+        _out.print(f"resuming the rollout to generation {record.desired_generation}")
+        control.run_in_background("rollout", orch.resume_rollout(progress=control.progress))
     ep = record.active_endpoint()
     sql_port = port if balancer is not None else (ep.sql_port if ep else 0)
     _out.print(

@@ -11,7 +11,10 @@ meant for large production environments, are in parentheses):
 - cutoff 10 min (2 h): a leader collection stuck for 10 minutes is not going to catch up;
 - DDL check every 2 s (5 min): re-reading a small catalog is cheap;
 - stability period 2 s (10 min): several checks in a row must agree before cutting over;
-- max wait 365 days, panic off (same): never cut over un-hydrated unless told to.
+- max wait 365 days, panic off (same): never cut over un-hydrated unless told to;
+- crash-loop exclusion on, at more than 3 restarts (Materialize: OOM-looping replicas): a
+  young generation's replica restarted 4 times with backoff (0.2 + 0.4 + 0.8 + 1.6 s) is not
+  going to hydrate, and waiting for it would block the upgrade (`deployment/caught_up.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
 
 DURATION_FORM = "a duration such as '500ms', '10s', '5min', '2h' or '365d'"
 BOOL_FORM = "on/off, true/false"
+INT_FORM = "a whole number >= 0"
 
 
 class ParamError(ValueError):
@@ -66,6 +70,13 @@ def parse_bool(name: str, text: str) -> bool:
     raise ParamError(f'invalid value for parameter "{name}": "{text}" (expected {BOOL_FORM})')
 
 
+def parse_count(name: str, text: str) -> int:
+    low = text.strip()
+    if not low.isdigit():
+        raise ParamError(f'invalid value for parameter "{name}": "{text}" (expected {INT_FORM})')
+    return int(low)
+
+
 @dataclass(frozen=True)
 class ZeroDowntimeParams:
     enable_0dt_deployment: bool = True
@@ -77,6 +88,8 @@ class ZeroDowntimeParams:
     enable_0dt_deployment_panic_after_timeout: bool = False
     with_0dt_deployment_caught_up_check_interval_ms: int = 200
     with_0dt_caught_up_check_stability_period_ms: int = 2_000
+    enable_0dt_caught_up_replica_status_check: bool = True
+    with_0dt_caught_up_check_crash_loop_restarts: int = 3
 
 
 #: parameter name -> (field, kind)
@@ -102,6 +115,14 @@ PARAMS: dict[str, tuple[str, str]] = {
         "with_0dt_caught_up_check_stability_period_ms",
         "duration",
     ),
+    "enable_0dt_caught_up_replica_status_check": (
+        "enable_0dt_caught_up_replica_status_check",
+        "bool",
+    ),
+    "with_0dt_caught_up_check_crash_loop_restarts": (
+        "with_0dt_caught_up_check_crash_loop_restarts",
+        "count",
+    ),
 }
 
 
@@ -110,10 +131,15 @@ def validate(name: str, value: str) -> None:
     field_kind = PARAMS.get(name)
     if field_kind is None:
         return
-    if field_kind[1] == "bool":
-        parse_bool(name, value)
-    else:
-        parse_duration_ms(name, value)
+    _parse(name, field_kind[1], value)
+
+
+def _parse(name: str, kind: str, text: str) -> bool | int:
+    if kind == "bool":
+        return parse_bool(name, text)
+    if kind == "count":
+        return parse_count(name, text)
+    return parse_duration_ms(name, text)
 
 
 def resolve(flags: Mapping[str, str], system: Mapping[str, str]) -> ZeroDowntimeParams:
@@ -123,7 +149,7 @@ def resolve(flags: Mapping[str, str], system: Mapping[str, str]) -> ZeroDowntime
         text = flags.get(name, system.get(name))
         if text is None:
             continue
-        values[field] = parse_bool(name, text) if kind == "bool" else parse_duration_ms(name, text)
+        values[field] = _parse(name, kind, text)
     return ZeroDowntimeParams(**values)  # type: ignore[arg-type]
 
 
@@ -133,4 +159,6 @@ def default_text(name: str) -> str:
     value = getattr(ZeroDowntimeParams(), field)
     if kind == "bool":
         return "on" if value else "off"
+    if kind == "count":
+        return str(value)
     return f"{value}ms"

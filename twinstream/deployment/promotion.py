@@ -14,14 +14,21 @@ is therefore hydrated (tables: snapshot and catch-up) before this process report
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from twinstream.adapter.coordinator import Coordinator
 from twinstream.aio import wait_event
 from twinstream.catalog import DurableCatalog, OpenMode
 from twinstream.clock import Clock
+from twinstream.deployment.caught_up import (
+    CollectionFrontiers,
+    ReplicaHealth,
+    check_caught_up,
+)
 from twinstream.deployment.params import ZeroDowntimeParams
 from twinstream.deployment.state import Deployment, DeploymentState
 from twinstream.persist import PersistClient
@@ -33,6 +40,28 @@ class NotCaughtUpInTime(RuntimeError):
     """with_0dt_deployment_max_wait elapsed and enable_0dt_deployment_panic_after_timeout."""
 
 
+#: Per-replica restart counts of this generation (the supervisor's); see deployment/caught_up.py.
+ReplicaHealthFeed = Callable[[], Sequence[ReplicaHealth]]
+#: Frontiers of collections maintained by clusters (the compute controller's, once wired).
+CollectionFeed = Callable[[], Awaitable[Sequence[CollectionFrontiers]]]
+
+
+def _no_replicas() -> Sequence[ReplicaHealth]:
+    return ()
+
+
+async def _no_collections() -> Sequence[CollectionFrontiers]:
+    return ()
+
+
+@dataclass(frozen=True)
+class CaughtUpFeeds:
+    """What the caught-up check reads besides the tables this process mirrors."""
+
+    replica_health: ReplicaHealthFeed = _no_replicas
+    collections: CollectionFeed = _no_collections
+
+
 async def run_promotion(
     deployment: Deployment,
     coord: Coordinator,
@@ -42,11 +71,20 @@ async def run_promotion(
     params: ZeroDowntimeParams,
     clock: Clock,
     on_leader: Callable[[], Awaitable[None]] | None = None,
+    feeds: CaughtUpFeeds | None = None,
 ) -> None:
     assert deployment.current() is DeploymentState.CATCHING_UP, deployment.state
-    skipped = await _catch_up(deployment, coord, persist, deploy_generation, params, clock)
+    skipped = await _catch_up(
+        deployment, coord, persist, deploy_generation, params, clock, feeds or CaughtUpFeeds()
+    )
     if not skipped:
         await _ddl_check(coord, persist, deploy_generation, clock)
+        # Load what the followers mirrored into the query engine now, not at the first read
+        # after the cutover (a 200k-row table stalled that read for a minute). In a worker
+        # thread: the status API keeps answering meanwhile.
+        started = time.monotonic()
+        await asyncio.to_thread(coord.engine.flush)
+        log.info("query engine loaded in %.1f s", time.monotonic() - started)
     deployment.advance(DeploymentState.READY_TO_PROMOTE)
     log.info("ready to promote (generation %d)", deploy_generation)
     await deployment.promote_requested.wait()
@@ -55,11 +93,16 @@ async def run_promotion(
     writable = await DurableCatalog.open(
         persist, OpenMode.WRITABLE, deploy_generation=deploy_generation, clock=clock
     )
+    fenced = time.monotonic()
     await coord.promote(writable)
     deployment.advance(DeploymentState.IS_LEADER)
     deployment.promotion_ms = (time.monotonic() - started) * 1000
     log.info(
-        "promoted to leader in %.1f ms (generation %d)", deployment.promotion_ms, deploy_generation
+        "promoted to leader in %.1f ms (generation %d; catalog opened writable and the old "
+        "generation fenced in %.1f ms)",
+        deployment.promotion_ms,
+        deploy_generation,
+        (fenced - started) * 1000,
     )
     if on_leader is not None:
         await on_leader()
@@ -72,6 +115,7 @@ async def _catch_up(
     generation: int,
     params: ZeroDowntimeParams,
     clock: Clock,
+    feeds: CaughtUpFeeds,
 ) -> bool:
     """Returns True if catch-up was skipped (skip-catchup)."""
     start = clock.monotonic()
@@ -83,7 +127,7 @@ async def _catch_up(
             log.info("catch-up skipped on request")
             return True
         now = clock.monotonic()
-        if await _caught_up(coord, params):
+        if await _caught_up(coord, params, clock, feeds):
             stable_since = now if stable_since is None else stable_since
             if (now - stable_since) * 1000 >= params.with_0dt_caught_up_check_stability_period_ms:
                 log.info("caught up with the leader")
@@ -104,16 +148,79 @@ async def _catch_up(
         await wait_event(deployment.skip_catchup, interval_s)
 
 
-async def _caught_up(coord: Coordinator, params: ZeroDowntimeParams) -> bool:
+async def table_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
+    """The tables this read-only generation mirrors: ours = what the follower mirrored, live =
+    the table shard's upper (the leader's group commit moves it every tick)."""
+    out = []
+    for item_id, follower in coord.followers().items():
+        ref = coord.index.items_by_id.get(item_id)
+        out.append(
+            CollectionFrontiers(
+                name=ref.fq() if ref is not None else item_id,
+                cluster=None,
+                hydrated=follower.hydrated.is_set(),
+                write_frontier=follower.frontier,
+                live_frontier=await follower.shard.upper(),
+            )
+        )
+    return out
+
+
+async def compute_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
+    """Materialized views and indexes: ours = our write frontier (max over this generation's
+    replicas); live = a view's output shard upper (the leader's sinks move it), or for an index
+    the minimum upper of its dataflow's inputs (nobody writes an index's output)."""
+    live_of: dict[str, int] = {}
+    for item_id, mirror in coord.mviews.mirrors.items():
+        live_of[item_id] = await mirror.shard.upper()
+    for item_id, (_cluster, desc) in list(coord.compute.dataflows.items()):
+        if item_id in coord.index_dataflows and desc.inputs:
+            uppers = [await coord.persist.open(s).upper() for s in desc.inputs.values()]
+            live_of[item_id] = min(uppers)
+    out = []
+    for item_id, live in live_of.items():
+        ref = coord.index.items_by_id.get(item_id)
+        placed = coord.compute.dataflows.get(item_id)
+        ours = await coord.compute.collection_frontier(item_id)
+        out.append(
+            CollectionFrontiers(
+                name=ref.fq() if ref is not None else item_id,
+                cluster=placed[0] if placed is not None else None,
+                hydrated=ours.hydrated,
+                write_frontier=ours.write_frontier,
+                live_frontier=live,
+            )
+        )
+    return out
+
+
+async def _caught_up(
+    coord: Coordinator, params: ZeroDowntimeParams, clock: Clock, feeds: CaughtUpFeeds
+) -> bool:
+    collections = [
+        *await table_frontiers(coord),
+        *await compute_frontiers(coord),
+        *await feeds.collections(),
+    ]
     if not params.enable_0dt_caught_up_check:
-        return await coord.hydrated()
-    laggards = await coord.caught_up_laggards(
+        return all(c.hydrated for c in collections)
+    verdict = check_caught_up(
+        collections,
+        now_ms=clock.now_ms(),
         allowed_lag_ms=params.with_0dt_caught_up_check_allowed_lag_ms,
         cutoff_ms=params.with_0dt_caught_up_check_cutoff_ms,
+        replicas=feeds.replica_health(),
+        max_restarts=(
+            params.with_0dt_caught_up_check_crash_loop_restarts
+            if params.enable_0dt_caught_up_replica_status_check
+            else None
+        ),
     )
-    for lag in laggards:
+    for cluster in sorted(verdict.excluded_clusters):
+        log.warning("cluster %s: every replica crash-loops; excluded from the check", cluster)
+    for lag in verdict.laggards:
         log.info("not caught up: %s", lag)
-    return not laggards
+    return verdict.caught_up
 
 
 async def _ddl_check(

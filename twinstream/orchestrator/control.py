@@ -14,13 +14,19 @@ import contextlib
 import json
 import shlex
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from twinstream.orchestrator.record import RolloutStatus
-from twinstream.orchestrator.rollout import Orchestrator, RolloutError, Strategy
+from twinstream.orchestrator.record import RolloutRecord, RolloutStatus
+from twinstream.orchestrator.rollout import (
+    Orchestrator,
+    RolloutError,
+    Strategy,
+    in_progress_message,
+)
 
 
 def control_file(data_dir: Path) -> Path:
@@ -38,7 +44,7 @@ class ControlServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    def _progress(self, phase: str, info: dict[str, object]) -> None:
+    def progress(self, phase: str, info: dict[str, object]) -> None:
         self.events.append({"phase": phase, "at": time.time(), **info})
         del self.events[:-200]
 
@@ -71,14 +77,15 @@ class ControlServer:
     async def _status(self, _request: web.Request) -> web.Response:
         record = await self.orch.record()
         generations = {}
-        for gen, gp in self.orch.supervisor.generations.items():
+        for gen, gp in list(self.orch.supervisor.generations.items()):
             state = "unknown"
             with contextlib.suppress(Exception):
                 state = await self.orch.status(gen)
             generations[str(gen)] = {
                 "status": state,
                 "restarts": gp.restarts,
-                "pid": gp.proc.pid if gp.proc else None,
+                "pid": gp.pid,
+                "adopted": gp.adopted_pid is not None,
             }
         body: dict[str, Any] = {
             "record": None if record is None else json.loads(record.to_json()),
@@ -90,22 +97,41 @@ class ControlServer:
         }
         return web.json_response(body)
 
-    async def _upgrade(self, request: web.Request) -> web.Response:
-        if self.task is not None and not self.task.done():
-            return web.json_response({"message": "a rollout is already running"}, status=409)
+    def run_in_background(self, name: str, work: Coroutine[Any, Any, RolloutRecord | None]) -> None:
+        """Run a rollout step as the control API's task (status shows it running)."""
+
+        async def run() -> None:
+            try:
+                await work
+            except RolloutError as e:
+                self.last_error = str(e)
+                self.progress("failed", {"message": str(e)})
+
+        self.task = asyncio.create_task(run(), name=name)
+
+    async def _refusal(self) -> str | None:
+        """Why an upgrade cannot start now (naming the rollout in progress), or None."""
         record = await self.orch.record()
         if record is not None and record.status not in (
             RolloutStatus.APPLIED,
             RolloutStatus.FAILED_DEPLOY,
         ):
-            return web.json_response(
-                {
-                    "message": f"a rollout to generation {record.desired_generation} is in "
-                    f"progress ({record.status.value})"
-                },
-                status=409,
-            )
-        raw = await request.json() if request.can_read_body else {}
+            return in_progress_message(record)
+        if self.task is not None and not self.task.done():
+            gen = "?" if record is None else record.desired_generation
+            return f"a rollout to generation {gen} is still finishing; wait for it"
+        return None
+
+    async def _upgrade(self, request: web.Request) -> web.Response:
+        refusal = await self._refusal()
+        if refusal is not None:
+            return web.json_response({"message": refusal}, status=409)
+        try:
+            raw = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return web.json_response({"message": "the body must be a JSON object"}, status=400)
+        if not isinstance(raw, dict):
+            return web.json_response({"message": "the body must be a JSON object"}, status=400)
         try:
             strategy = Strategy(raw.get("strategy", Strategy.WAIT_UNTIL_READY.value))
         except ValueError:
@@ -114,38 +140,43 @@ class ControlServer:
                 status=400,
             )
         timeout = raw.get("rollout_timeout_s")
-        program = shlex.split(raw["to"]) if raw.get("to") else None
+        try:
+            program = shlex.split(raw["to"]) if raw.get("to") else None
+            timeout_s = None if timeout is None else float(timeout)
+        except (ValueError, TypeError) as e:
+            return web.json_response({"message": f"bad upgrade request: {e}"}, status=400)
+        if timeout_s is not None and timeout_s <= 0:
+            return web.json_response({"message": "rollout_timeout_s must be positive"}, status=400)
         self.events.clear()
         self.last_error = None
-
-        async def run() -> None:
-            try:
-                await self.orch.upgrade(
-                    strategy=strategy,
-                    rollout_timeout_s=None if timeout is None else float(timeout),
-                    force_promote=bool(raw.get("force_promote", False)),
-                    program=program,
-                    progress=self._progress,
-                )
-            except RolloutError as e:
-                self.last_error = str(e)
-                self._progress("failed", {"message": str(e)})
-
-        self.task = asyncio.create_task(run(), name="rollout")
+        self.run_in_background(
+            "rollout",
+            self.orch.upgrade(
+                strategy=strategy,
+                rollout_timeout_s=timeout_s,
+                force_promote=bool(raw.get("force_promote", False)),
+                program=program,
+                progress=self.progress,
+            ),
+        )
         return web.json_response({"message": "upgrade started"}, status=202)
 
     async def _promote(self, _request: web.Request) -> web.Response:
         if self.task is not None and not self.task.done():
-            return web.json_response({"message": "a rollout is already running"}, status=409)
-
-        async def run() -> None:
-            try:
-                await self.orch.promote(progress=self._progress)
-            except RolloutError as e:
-                self.last_error = str(e)
-                self._progress("failed", {"message": str(e)})
-
-        self.task = asyncio.create_task(run(), name="promote")
+            record = await self.orch.record()
+            gen = "?" if record is None else record.desired_generation
+            return web.json_response(
+                {"message": f"a rollout to generation {gen} is running; it promotes by itself"},
+                status=409,
+            )
+        record = await self.orch.record()
+        if record is None or record.status is not RolloutStatus.READY_TO_PROMOTE:
+            state = "no environment" if record is None else record.status.value
+            return web.json_response(
+                {"message": f"nothing to promote (rollout status {state})"}, status=409
+            )
+        self.last_error = None
+        self.run_in_background("promote", self.orch.promote(progress=self.progress))
         return web.json_response({"message": "promotion started"}, status=202)
 
     async def _down(self, _request: web.Request) -> web.Response:

@@ -42,6 +42,13 @@ class RolloutRecord:
     #: Endpoints of running generations, by generation number (as a string key for JSON).
     endpoints: dict[str, GenerationEndpoint] = field(default_factory=dict)
     message: str = ""
+    #: How the rollout in progress was asked for, so a restarted orchestrator can resume it:
+    #: the strategy's name, skip-catchup, and the rollout deadline (wall clock, ms; 0: none).
+    strategy: str = "WaitUntilReady"
+    force_promote: bool = False
+    deadline_ms: int = 0
+    #: The command the new generation runs (`--to`); empty: this install.
+    program: list[str] = field(default_factory=list)
 
     def active_endpoint(self) -> GenerationEndpoint | None:
         return self.endpoints.get(str(self.active_generation))
@@ -60,6 +67,10 @@ class RolloutRecord:
             status=RolloutStatus(raw["status"]),
             endpoints={k: GenerationEndpoint(**v) for k, v in raw.get("endpoints", {}).items()},
             message=str(raw.get("message", "")),
+            strategy=str(raw.get("strategy", "WaitUntilReady")),
+            force_promote=bool(raw.get("force_promote", False)),
+            deadline_ms=int(raw.get("deadline_ms", 0)),
+            program=[str(a) for a in raw.get("program", [])],
         )
 
 

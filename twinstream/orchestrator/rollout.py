@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from twinstream.clock import SYSTEM_CLOCK, Clock
+from twinstream.orchestrator.failpoints import failpoint
 from twinstream.orchestrator.record import (
     GenerationEndpoint,
     RolloutRecord,
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 STATUS_POLL_S = 0.05
 PROMOTE_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 10.0
+#: A new generation restarted more often than this during its rollout fails the rollout.
+ROLLOUT_MAX_RESTARTS = 3
 _RECORD_RETRY_MAX = 100
 
 
@@ -111,26 +114,80 @@ class Orchestrator:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def up(self) -> RolloutRecord:
-        """Start (or resume) the environment: the active generation runs and serves."""
+        """Start (or resume) the environment: the active generation runs and serves.
+
+        Generations still running from an earlier orchestrator are adopted, never started a
+        second time. Then, by the record's status: `Promoting` is finished here; `Applying` /
+        `ReadyToPromote` whose new generation still runs is left for `resume_rollout` (run it
+        in the background), otherwise it is abandoned (`FailedDeploy`, the active generation
+        untouched); after `Applied` / `FailedDeploy` every other generation is stopped.
+        """
         current = await self.record()
         if current is None:
             endpoint = await self.supervisor.start(0)
             return await self._update(
                 lambda _r: RolloutRecord(0, 0, RolloutStatus.APPLIED, {"0": endpoint})
             )
+        gone = [
+            key
+            for key, ep in current.endpoints.items()
+            if int(key) not in self.supervisor.generations
+            and not self.supervisor.adopt(ep, self._program_of(current, int(key)))
+        ]
+        if gone:
+            log.info("generations %s no longer run", ", ".join(gone))
+            current = await self._update(lambda r: _drop(_require(r), gone))
         if current.status is RolloutStatus.PROMOTING:
             log.info(
                 "resuming an interrupted promotion to generation %d", current.desired_generation
             )
             return await self._finish_promotion(current, _no_progress)
-        if current.status in (RolloutStatus.APPLYING, RolloutStatus.READY_TO_PROMOTE):
-            desired = current.endpoints.get(str(current.desired_generation))
-            if desired is not None:
-                _kill_pid(desired.pid)
-            current = await self._update(lambda r: _failed(r, "orchestrator restarted mid-rollout"))
+        rolling = current.status in (RolloutStatus.APPLYING, RolloutStatus.READY_TO_PROMOTE)
+        if rolling and current.desired_generation not in self.supervisor.generations:
+            current = await self._update(
+                lambda r: _failed(r, "the new generation was lost while the orchestrator was down")
+            )
+        if current.status in (RolloutStatus.APPLIED, RolloutStatus.FAILED_DEPLOY):
+            for gen in list(self.supervisor.generations):
+                if gen != current.active_generation:
+                    await self.supervisor.stop(gen)
+            active_key = str(current.active_generation)
+            current = await self._update(
+                lambda r: _drop(_require(r), [k for k in _require(r).endpoints if k != active_key])
+            )
         active = current.active_generation
-        endpoint = await self.supervisor.start(active)
-        return await self._update(lambda r: _with_endpoint(_require(r), endpoint))
+        if active not in self.supervisor.generations:
+            endpoint = await self.supervisor.start(active, self._program_of(current, active))
+            current = await self._update(lambda r: _with_endpoint(_require(r), endpoint))
+        return current
+
+    async def resume_rollout(self, *, progress: Progress = _no_progress) -> RolloutRecord | None:
+        """Continue the rollout an earlier orchestrator left (call after `up`); None if there
+        is nothing to continue (a `ManuallyPromote` rollout waits for `promote`)."""
+        current = _require(await self.record())
+        if current.status is RolloutStatus.APPLYING:
+            log.info("resuming the rollout to generation %d", current.desired_generation)
+            return await self._continue_rollout(current, progress)
+        manual = current.strategy == Strategy.MANUALLY_PROMOTE.value
+        if current.status is RolloutStatus.READY_TO_PROMOTE and not manual:
+            return await self.promote(progress=progress)
+        return None
+
+    def rollout_pending(self, record: RolloutRecord) -> bool:
+        """True if `resume_rollout` has work to do for `record`."""
+        if record.status is RolloutStatus.APPLYING:
+            return True
+        return (
+            record.status is RolloutStatus.READY_TO_PROMOTE
+            and record.strategy != Strategy.MANUALLY_PROMOTE.value
+        )
+
+    @staticmethod
+    def _program_of(record: RolloutRecord, generation: int) -> list[str] | None:
+        """The command a generation runs: the rollout's `--to` for the generation it brings."""
+        if generation == record.desired_generation and record.program:
+            return list(record.program)
+        return None
 
     async def down(self) -> None:
         await self.supervisor.stop_all()
@@ -148,14 +205,21 @@ class Orchestrator:
     ) -> RolloutRecord:
         current = _require(await self.record())
         if current.status not in (RolloutStatus.APPLIED, RolloutStatus.FAILED_DEPLOY):
-            raise RolloutInProgress(
-                f"a rollout to generation {current.desired_generation} is in progress "
-                f"({current.status.value})"
-            )
+            raise RolloutInProgress(in_progress_message(current))
         new_gen = current.active_generation + 1
-        await self._update(
+        deadline_ms = 0
+        if rollout_timeout_s is not None:
+            deadline_ms = self.clock.now_ms() + max(1, int(rollout_timeout_s * 1000))
+        record = await self._update(
             lambda r: dataclasses.replace(
-                _require(r), desired_generation=new_gen, status=RolloutStatus.APPLYING, message=""
+                _require(r),
+                desired_generation=new_gen,
+                status=RolloutStatus.APPLYING,
+                message="",
+                strategy=strategy.value,
+                force_promote=force_promote,
+                deadline_ms=deadline_ms,
+                program=list(program or []),
             )
         )
         progress("starting", {"generation": new_gen})
@@ -163,26 +227,47 @@ class Orchestrator:
             endpoint = await self.supervisor.start(new_gen, program)
         except GenerationFailed as e:
             reason = str(e)
-            await self._update(lambda r: _failed(r, reason))
-            raise RolloutError(f"generation {new_gen} failed to start: {e}") from e
-        await self._update(lambda r: _with_endpoint(_require(r), endpoint))
-        skip = force_promote or strategy is Strategy.IMMEDIATELY_PROMOTE_CAUSING_DOWNTIME
+            await self.supervisor.stop(new_gen)
+            await self._update(lambda r: _drop(_failed(r, reason), [str(new_gen)]))
+            raise RolloutError(
+                f"generation {new_gen} failed to start: {e}; generation "
+                f"{current.active_generation} keeps serving"
+            ) from e
+        record = await self._update(lambda r: _with_endpoint(_require(r), endpoint))
+        failpoint("rollout-after-start")
+        return await self._continue_rollout(record, progress)
+
+    async def _continue_rollout(self, record: RolloutRecord, progress: Progress) -> RolloutRecord:
+        """Applying -> ReadyToPromote (-> Promoting -> Applied unless ManuallyPromote), or
+        FailedDeploy with the new generation torn down and the active one untouched."""
+        new_gen, old_gen = record.desired_generation, record.active_generation
+        strategy = Strategy(record.strategy)
+        skip = record.force_promote or strategy is Strategy.IMMEDIATELY_PROMOTE_CAUSING_DOWNTIME
+        timeout_s = None
+        if record.deadline_ms:
+            timeout_s = max(0.0, (record.deadline_ms - self.clock.now_ms()) / 1000)
         try:
             await asyncio.wait_for(
-                self._wait_ready(endpoint, skip=skip, progress=progress), rollout_timeout_s
+                self._wait_ready(new_gen, skip=skip, progress=progress), timeout_s
             )
         except (TimeoutError, RolloutError) as e:
             await self.supervisor.stop(new_gen)
-            reason = f"not ready: {e!r}"
-            await self._update(lambda r: _without(_failed(r, reason), new_gen))
-            raise RolloutTimeout(
-                f"generation {new_gen} was not ready in time; generation "
-                f"{current.active_generation} keeps serving"
+            timed_out = isinstance(e, TimeoutError)
+            reason = "not ready in time" if timed_out else str(e)
+            await self._update(lambda r: _drop(_failed(r, reason), [str(new_gen)]))
+            if timed_out:
+                raise RolloutTimeout(
+                    f"generation {new_gen} was not ready in time; generation {old_gen} keeps "
+                    "serving"
+                ) from e
+            raise RolloutError(
+                f"generation {new_gen} failed: {e}; generation {old_gen} keeps serving"
             ) from e
         record = await self._update(
             lambda r: dataclasses.replace(_require(r), status=RolloutStatus.READY_TO_PROMOTE)
         )
         progress("ready", {"generation": new_gen})
+        failpoint("rollout-after-ready")
         if strategy is Strategy.MANUALLY_PROMOTE:
             return record
         return await self.promote(progress=progress)
@@ -195,19 +280,23 @@ class Orchestrator:
         record = await self._update(
             lambda r: dataclasses.replace(_require(r), status=RolloutStatus.PROMOTING)
         )
+        failpoint("rollout-after-promoting")
         return await self._finish_promotion(record, progress)
 
     async def _finish_promotion(self, record: RolloutRecord, progress: Progress) -> RolloutRecord:
         new_gen, old_gen = record.desired_generation, record.active_generation
-        endpoint = record.endpoints.get(str(new_gen))
         if new_gen not in self.supervisor.generations:
-            endpoint = await self.supervisor.start(new_gen)  # comes back at C == G: leader
+            # Comes back at C == G as leader, or read-only if the fence never happened (then
+            # it catches up and is promoted below).
+            endpoint = await self.supervisor.start(new_gen, self._program_of(record, new_gen))
             record = await self._update(lambda r: _with_endpoint(_require(r), endpoint))
-        assert endpoint is not None
         started = self.clock.monotonic()
         progress("promoting", {"generation": new_gen})
+        if old_gen != new_gen:
+            self.supervisor.expect_exit(old_gen)  # the fence makes it exit 0: no restart
         await asyncio.wait_for(self._promote(new_gen), PROMOTE_TIMEOUT_S)
         promote_ms = (self.clock.monotonic() - started) * 1000
+        failpoint("rollout-after-promote")
         record = await self._update(
             lambda r: dataclasses.replace(
                 _require(r),
@@ -217,6 +306,7 @@ class Orchestrator:
             )
         )
         progress("promoted", {"generation": new_gen, "promote_ms": promote_ms})
+        failpoint("rollout-after-applied")
         if old_gen != new_gen and old_gen in self.supervisor.generations:
             code = await self.supervisor.wait_exit(old_gen, DRAIN_TIMEOUT_S)
             if code is None:
@@ -273,15 +363,20 @@ class Orchestrator:
         async with http.get(f"http://127.0.0.1:{ep.internal_http_port}/api/leader/status") as r:
             return str((await r.json())["status"])
 
-    async def _wait_ready(
-        self, endpoint: GenerationEndpoint, *, skip: bool, progress: Progress
-    ) -> None:
+    async def _wait_ready(self, gen: int, *, skip: bool, progress: Progress) -> None:
+        """Until `gen` reports ReadyToPromote (or later). Fails if it goes away or crash-loops
+        (more than `ROLLOUT_MAX_RESTARTS` restarts)."""
         http = await self._session()
-        gen = endpoint.generation
         while True:
-            if gen not in self.supervisor.generations:
+            gp = self.supervisor.generations.get(gen)
+            if gp is None:
                 raise RolloutError(f"generation {gen} went away")
-            with contextlib.suppress(aiohttp.ClientError):
+            if gp.restarts > ROLLOUT_MAX_RESTARTS or (gp.exited.is_set() and not gp.running()):
+                raise RolloutError(
+                    f"generation {gen} keeps crashing ({gp.restarts} restarts, exit codes "
+                    f"{gp.exit_codes[-3:]}); see {gp.log_path}"
+                )
+            with contextlib.suppress(aiohttp.ClientError, RolloutError):
                 ep = self._endpoint(gen)
                 base = f"http://127.0.0.1:{ep.internal_http_port}"
                 if skip:
@@ -320,6 +415,24 @@ def _failed(record: RolloutRecord | None, message: str) -> RolloutRecord:
         status=RolloutStatus.FAILED_DEPLOY,
         message=message,
     )
+
+
+def in_progress_message(record: RolloutRecord) -> str:
+    """The refusal of a second upgrade, naming the rollout in progress."""
+    return (
+        f"a rollout to generation {record.desired_generation} is in progress "
+        f"({record.status.value}, strategy {record.strategy}); wait for it, "
+        "or finish it with `twinstream promote`"
+        if record.status is RolloutStatus.READY_TO_PROMOTE
+        else f"a rollout to generation {record.desired_generation} is in progress "
+        f"({record.status.value}, strategy {record.strategy}); wait for it to finish"
+    )
+
+
+def _drop(record: RolloutRecord, keys: list[str]) -> RolloutRecord:
+    """`record` without the endpoints of the generations named in `keys`."""
+    endpoints = {k: v for k, v in record.endpoints.items() if k not in keys}
+    return dataclasses.replace(record, endpoints=endpoints)
 
 
 def _with_endpoint(record: RolloutRecord, endpoint: GenerationEndpoint) -> RolloutRecord:

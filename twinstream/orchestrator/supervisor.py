@@ -3,6 +3,12 @@
 A generation whose process dies unexpectedly is restarted with exponential backoff and its
 restarts are counted (a crash-looping generation is reported, never silently retried forever).
 An exit with code 0 is a deliberate exit — fenced out, or told to stop — and is not restarted.
+
+Processes run in their own session, so they outlive the orchestrator: a restarted orchestrator
+*adopts* the generations its record lists (`adopt`) instead of starting them again — a second
+process of the same generation would fence the first. An adopted process is not our child, so
+it is watched by polling and its exit code is unknown (counted as a crash unless we expected it
+to exit).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ BACKOFF_MAX_S = 5.0
 HEALTHY_AFTER_S = 10.0
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+#: How often an adopted (not our child) process is checked for liveness.
+ADOPTED_POLL_S = 0.1
 
 
 class GenerationFailed(RuntimeError):
@@ -40,6 +48,11 @@ class GenerationProcess:
     data_dir: Path
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
+    #: Set when the process was started by an earlier orchestrator and adopted by this one.
+    adopted_pid: int | None = None
+    #: Working directory: the data dir for a `--to` program, so that a source checkout in the
+    #: orchestrator's directory cannot shadow the install the program names.
+    cwd: Path | None = None
     endpoint: GenerationEndpoint | None = None
     restarts: int = 0
     exit_codes: list[int] = field(default_factory=list)
@@ -49,6 +62,42 @@ class GenerationProcess:
     @property
     def ports_file(self) -> Path:
         return self.data_dir / f"environmentd-gen-{self.generation}.json"
+
+    @property
+    def pid(self) -> int | None:
+        """The process group leader (what `stop` signals)."""
+        if self.adopted_pid is not None:
+            return self.adopted_pid
+        return None if self.proc is None else self.proc.pid
+
+    def running(self) -> bool:
+        if self.adopted_pid is not None:
+            return pid_alive(self.adopted_pid)
+        return self.proc is not None and self.proc.returncode is None
+
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie nobody reaped counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 def _stopping(gp: GenerationProcess) -> bool:
@@ -64,7 +113,7 @@ class Supervisor:
         blob_url: str | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.absolute()
         self.consensus_url = consensus_url
         self.blob_url = blob_url
         self.extra_args = list(extra_args or [])
@@ -95,17 +144,21 @@ class Supervisor:
             args += ["--blob", self.blob_url]
         return args + self.extra_args
 
+    def _process(self, generation: int, program: list[str] | None) -> GenerationProcess:
+        return GenerationProcess(
+            generation,
+            self.command_for(generation, program),
+            self.data_dir,
+            self.data_dir / f"environmentd-gen-{generation}.log",
+            cwd=self.data_dir if program else None,
+        )
+
     async def start(self, generation: int, program: list[str] | None = None) -> GenerationEndpoint:
         """Start a generation and wait until it serves; returns its endpoint."""
         assert generation not in self.generations or self.generations[generation].stopping, (
             f"generation {generation} is already running"
         )
-        gp = GenerationProcess(
-            generation,
-            self.command_for(generation, program),
-            self.data_dir,
-            self.data_dir / f"environmentd-gen-{generation}.log",
-        )
+        gp = self._process(generation, program)
         self.generations[generation] = gp
         endpoint = await self._spawn(gp)
         self._watchers[generation] = asyncio.create_task(
@@ -125,9 +178,15 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, **self.env_overrides},
+                cwd=gp.cwd,
             )
+        except OSError as e:  # no such program, not executable, ...
+            raise GenerationFailed(
+                f"generation {gp.generation}: cannot run {gp.command[0]!r}: {e}"
+            ) from e
         finally:
             logf.close()
+        gp.adopted_pid = None
         gp.exited = asyncio.Event()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STARTUP_TIMEOUT_S
@@ -140,7 +199,9 @@ class Supervisor:
             if gp.ports_file.exists():
                 with contextlib.suppress(ValueError):
                     info = json.loads(gp.ports_file.read_text())
-                    if info.get("pid") == gp.proc.pid:
+                    # The command may be a wrapper: environmentd is then in its process group.
+                    pid = int(info.get("pid", -1))
+                    if pid == gp.proc.pid or (pid > 0 and _group_of(pid) == gp.proc.pid):
                         gp.endpoint = GenerationEndpoint(
                             gp.generation,
                             "127.0.0.1",
@@ -154,15 +215,57 @@ class Supervisor:
         await self._kill(gp)
         raise GenerationFailed(f"generation {gp.generation} did not start in time")
 
+    def adopt(self, endpoint: GenerationEndpoint, program: list[str] | None = None) -> bool:
+        """Watch a generation an earlier orchestrator started, if it still runs; False if not.
+
+        It is recognised by its ports file: the environmentd named there is alive and in the
+        process group `endpoint.pid` leads (a recycled pid would not match both)."""
+        generation = endpoint.generation
+        assert generation not in self.generations, f"generation {generation} is already known"
+        gp = self._process(generation, program)
+        try:
+            info = json.loads(gp.ports_file.read_text())
+            pid = int(info["pid"])
+            sql_port = int(info["sql_port"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return False
+        if not (pid_alive(pid) and pid_alive(endpoint.pid)):
+            return False
+        if _group_of(pid) != endpoint.pid or sql_port != endpoint.sql_port:
+            return False
+        gp.adopted_pid = endpoint.pid
+        gp.endpoint = endpoint
+        self.generations[generation] = gp
+        self._watchers[generation] = asyncio.create_task(
+            self._watch(gp), name=f"watch-gen-{generation}"
+        )
+        log.info("adopted generation %d (pid %d)", generation, endpoint.pid)
+        return True
+
+    def expect_exit(self, generation: int) -> None:
+        """The generation is about to exit by itself (fenced out): do not restart it."""
+        gp = self.generations.get(generation)
+        if gp is not None:
+            gp.stopping = True
+
+    async def _wait_adopted(self, gp: GenerationProcess) -> int:
+        assert gp.adopted_pid is not None
+        while pid_alive(gp.adopted_pid):
+            await asyncio.sleep(ADOPTED_POLL_S)  # poll interval: not our child, no wait()
+        return -1  # the exit code of a process that is not our child is unknown
+
     async def _watch(self, gp: GenerationProcess) -> None:
         backoff = BACKOFF_FIRST_S
         while True:
-            assert gp.proc is not None
             loop = asyncio.get_running_loop()
             started = loop.time()
-            code = await gp.proc.wait()
+            if gp.adopted_pid is not None:
+                code = await self._wait_adopted(gp)
+            else:
+                assert gp.proc is not None
+                code = await gp.proc.wait()
             gp.exit_codes.append(code)
-            if gp.stopping or code == 0:
+            if _stopping(gp) or code == 0:
                 log.info("generation %d exited with %d", gp.generation, code)
                 gp.exited.set()
                 return
@@ -185,6 +288,9 @@ class Supervisor:
                 await self._spawn(gp)
             except GenerationFailed as e:
                 log.warning("%s", e)
+                if gp.proc is None or gp.adopted_pid is not None:
+                    gp.exited.set()  # cannot even start it: reported through `restarts`
+                    return
 
     async def wait_exit(self, generation: int, timeout_s: float) -> int | None:
         gp = self.generations.get(generation)
@@ -200,7 +306,9 @@ class Supervisor:
         if gp is None:
             return
         gp.stopping = True
-        if gp.proc is not None and gp.proc.returncode is None:
+        if gp.adopted_pid is not None:
+            await self._stop_adopted(gp.adopted_pid)
+        elif gp.proc is not None and gp.proc.returncode is None:
             gp.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(gp.proc.wait(), STOP_TIMEOUT_S)
@@ -213,6 +321,17 @@ class Supervisor:
                 await watcher
         gp.exited.set()
         del self.generations[generation]
+
+    async def _stop_adopted(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT_S
+        while pid_alive(pid) and loop.time() < deadline:
+            await asyncio.sleep(ADOPTED_POLL_S)  # poll interval: not our child
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
     async def _kill(self, gp: GenerationProcess) -> None:
         if gp.proc is not None and gp.proc.returncode is None:

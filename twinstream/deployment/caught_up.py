@@ -1,0 +1,107 @@
+"""The caught-up decision, pure: which collections hold up the cutover.
+
+Inputs are facts gathered elsewhere — per collection: which cluster maintains it, whether it is
+hydrated, our write frontier and the live frontier the leader publishes; per replica: how often
+it restarted. Output: the laggards (with their lag, for the log) and the clusters excluded for
+crash-looping. No I/O, no clock: `now_ms` is passed in.
+
+Crash-loop exclusion (reference §5, "replicas that crash-loop are excluded"): a cluster ALL of
+whose replicas restarted more than `max_restarts` times is excluded from the check — it will not
+hydrate however long we wait, and waiting for it would block every upgrade (Materialize does the
+same with OOM-looping replicas). A cluster with one healthy replica is kept: that replica can
+hydrate. Collections without a cluster (tables: mirrored by the adapter itself) are never
+excluded.
+
+Where restart counts come from: the process supervisor (`orchestrator/supervisor.py`) counts
+restarts per process. Today replicas run inside environmentd, so the feed is empty. When clusterd
+replicas become processes, environmentd supervises them with the same `Supervisor` and passes
+`run_promotion(replica_health=...)` a function returning one `ReplicaHealth` per replica of
+this generation (`gp.restarts`), and the controller reports each collection's cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CollectionFrontiers:
+    name: str
+    #: The cluster maintaining it (None: not cluster-maintained, e.g. a table).
+    cluster: str | None
+    hydrated: bool
+    #: This generation's write frontier and the leader's live frontier (ms timestamps).
+    write_frontier: int
+    live_frontier: int
+
+
+@dataclass(frozen=True)
+class ReplicaHealth:
+    cluster: str
+    replica: str
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Laggard:
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class CaughtUpVerdict:
+    laggards: tuple[Laggard, ...]
+    #: Clusters left out of the check because every replica crash-loops.
+    excluded_clusters: frozenset[str]
+    #: Collections ignored because the leader's frontier is older than the cutoff.
+    stuck: tuple[str, ...]
+
+    @property
+    def caught_up(self) -> bool:
+        return not self.laggards
+
+
+def crash_looping_clusters(replicas: Iterable[ReplicaHealth], max_restarts: int) -> frozenset[str]:
+    """Clusters whose replicas ALL restarted more than `max_restarts` times."""
+    assert max_restarts >= 0, max_restarts
+    healthy: dict[str, bool] = {}
+    for r in replicas:
+        ok = r.restarts <= max_restarts
+        healthy[r.cluster] = healthy.get(r.cluster, False) or ok
+    return frozenset(cluster for cluster, any_ok in healthy.items() if not any_ok)
+
+
+def check_caught_up(
+    collections: Iterable[CollectionFrontiers],
+    *,
+    now_ms: int,
+    allowed_lag_ms: int,
+    cutoff_ms: int,
+    replicas: Iterable[ReplicaHealth] = (),
+    max_restarts: int | None = None,
+) -> CaughtUpVerdict:
+    """The reference's check: a collection is caught up if hydrated and its live frontier is
+    within `allowed_lag_ms` of ours; a live frontier older than `cutoff_ms` is ignored (the
+    leader is stuck too). `max_restarts=None` turns crash-loop exclusion off."""
+    excluded = (
+        frozenset() if max_restarts is None else crash_looping_clusters(replicas, max_restarts)
+    )
+    laggards: list[Laggard] = []
+    stuck: list[str] = []
+    for c in collections:
+        if c.cluster is not None and c.cluster in excluded:
+            continue
+        if c.live_frontier + cutoff_ms <= now_ms:
+            stuck.append(c.name)
+            continue
+        if not c.hydrated:
+            laggards.append(Laggard(c.name, "not hydrated"))
+            continue
+        lag = c.live_frontier - c.write_frontier
+        if lag > allowed_lag_ms:
+            laggards.append(Laggard(c.name, f"{lag} ms behind"))
+    return CaughtUpVerdict(tuple(laggards), excluded, tuple(stuck))
