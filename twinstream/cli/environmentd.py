@@ -32,10 +32,11 @@ from twinstream.catalog import (
     read_catalog_generation,
 )
 from twinstream.clock import SYSTEM_CLOCK, Clock
-from twinstream.controller.replica_processes import ReplicaProcesses
+from twinstream.controller.replica_processes import ReplicaProcesses, process_name
+from twinstream.deployment.caught_up import ReplicaHealth
 from twinstream.deployment.http_api import leader_routes
 from twinstream.deployment.params import resolve as resolve_params
-from twinstream.deployment.promotion import run_promotion
+from twinstream.deployment.promotion import CaughtUpFeeds, run_promotion
 from twinstream.deployment.state import Deployment, DeploymentState
 from twinstream.orchestrator.processes import ProcessOrchestrator
 from twinstream.persist import PersistClient
@@ -181,6 +182,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
                         deploy_generation=generation,
                         params=params,
                         clock=clock,
+                        feeds=_caught_up_feeds(coord, orchestrator, generation),
                     ),
                     name="promotion",
                 )
@@ -338,3 +340,22 @@ async def _start_internal_http(
     await site.start()
     port = int(runner.addresses[0][1])
     return runner, port
+
+
+def _caught_up_feeds(
+    coord: Coordinator, orchestrator: ProcessOrchestrator | None, generation: int
+) -> CaughtUpFeeds:
+    """Crash-loop exclusion reads each clusterd replica's restart count from the process
+    orchestrator (in-process replicas do not crash on their own: no feed)."""
+    if orchestrator is None:
+        return CaughtUpFeeds()
+
+    def health() -> list[ReplicaHealth]:
+        out = []
+        for spec, _replica in coord.compute.replicas.values():
+            svc = orchestrator.services.get(process_name(spec.name, generation))
+            restarts = svc.restarts if svc is not None else 0
+            out.append(ReplicaHealth(spec.cluster_id, spec.replica_id, restarts))
+        return out
+
+    return CaughtUpFeeds(replica_health=health)

@@ -12,11 +12,11 @@ same with OOM-looping replicas). A cluster with one healthy replica is kept: tha
 hydrate. Collections without a cluster (tables: mirrored by the adapter itself) are never
 excluded.
 
-Where restart counts come from: the process supervisor (`orchestrator/supervisor.py`) counts
-restarts per process. Today replicas run inside environmentd, so the feed is empty. When clusterd
-replicas become processes, environmentd supervises them with the same `Supervisor` and passes
-`run_promotion(replica_health=...)` a function returning one `ReplicaHealth` per replica of
-this generation (`gp.restarts`), and the controller reports each collection's cluster.
+Where restart counts come from: with `--replica-processes`, environmentd's process
+orchestrator (`orchestrator/processes.py`) counts each clusterd's restarts and
+`cli/environmentd.py` feeds them in (`CaughtUpFeeds.replica_health`); collections name the
+cluster id their dataflow runs on (`deployment/promotion.py: compute_frontiers`). In-process
+replicas have no restart counts (they cannot crash without environmentd).
 """
 
 from __future__ import annotations
