@@ -293,7 +293,7 @@ async def run_demo(
     report["_chart"] = _chart(dml, start, windows)
     report["_samples"] = [(s.at - start, s.latency_ms, s.ok, s.ddl) for s in work.samples]
     report["_windows"] = [(a - start, b - start) for a, b in windows]
-    report["_errors"] = work.errors + work.sub.errors
+    report["_errors"] = work.errors + [f"(subscribe, resumed) {e}" for e in work.sub.errors]
     return report
 
 
@@ -374,6 +374,11 @@ def demo_main(
         sys.stdout.write(
             json.dumps({k: v for k, v in report.items() if not k.startswith("_")}) + "\n"
         )
+        bad = failures(report)
+        if bad:  # stdout stays one JSON line; say why on stderr
+            console.print("FAILED: " + "; ".join(bad), markup=False)
+            for e in report["_errors"][:5]:
+                console.print(f"  {e}", markup=False)
     else:
         print_report(report, console)
     with contextlib.suppress(Exception):
