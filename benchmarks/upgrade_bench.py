@@ -1,6 +1,7 @@
 """Upgrade benchmark: ``twinstream bench upgrade --json``.
 
-Runs the demo's workload (writers and read-your-writes readers through the balancer) twice in
+Runs the demo's workload (AUCTION source, materialized views and indexes; writers,
+read-your-writes readers, a SUBSCRIBE and DDL through the balancer) twice in
 the same run: once with 3 zero-downtime upgrades, once with the naive baseline "stop the old
 generation, start the new one" (clients reconnect through the same balancer). Prints the
 figures of both and the ratios.
@@ -24,6 +25,9 @@ KEYS = (
     "p99_steady_ms",
     "p99_upgrade_ms",
     "promote_ms",
+    "duplicated_writes",
+    "mv_mismatches",
+    "subscribe_resumes",
 )
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from twinstream.adapter.group_commit import GroupCommitter
+from twinstream.adapter.group_commit import CommitterShutDown, GroupCommitter
 from twinstream.adapter.oracle import TimestampOracle
+from twinstream.adapter.session import to_pg_error
 from twinstream.catalog import DeployGenerationFenced, DurableCatalog, OpenMode
 from twinstream.clock import SYSTEM_CLOCK
 from twinstream.persist import PersistClient
@@ -103,3 +104,22 @@ async def test_old_leader_learns_of_fence_within_a_tick(location: Location) -> N
             assert rows == [(("before",), 1)], "nothing written after the fence"
         finally:
             await other.close()
+
+
+async def test_bug_shutdown_fails_pending_writes_as_retryable(location: Location) -> None:
+    """Found by `twinstream demo`: when a fenced generation shut down (another task saw the
+    fence first and cancelled the commit loop), writes still queued got XX000 "group commit
+    stopped", which the balancer cannot retry; they were not applied, so they now fail with
+    CommitterShutDown, answered FATAL 57P01 (re-sent by the balancer)."""
+    async with leader(location) as env:
+        t = env.client.open("t")
+        await env.committer.register(t)
+        queued = asyncio.create_task(env.committer.write({"t": [((1,), 1)]}))
+        env.task.cancel()  # the write task runs first: it is queued when the loop stops
+        with pytest.raises(CommitterShutDown):
+            await queued
+        with pytest.raises(CommitterShutDown):  # and so is any write after the stop
+            await env.committer.write({"t": [((2,), 1)]})
+        err = to_pg_error(CommitterShutDown("group commit stopped"))
+        assert (err.sqlstate, err.severity) == ("57P01", "FATAL")
+        assert await t.snapshot(await t.upper() - 1) == []

@@ -15,6 +15,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _catalog_helpers import (
@@ -349,3 +350,33 @@ async def test_bug_newest_open_survives_an_older_hold_update(location: Location)
     finally:
         await a_client.close()
         await b_client.close()
+
+
+async def test_bug_leadership_check_during_own_commit_is_not_out_of_sync(
+    tmp_path: Path,
+) -> None:
+    """Found by `twinstream demo`: a group commit's confirm_leadership that ran while the same
+    leader's DDL commit had landed its compare-and-append but not yet recorded the new upper
+    saw the catalog "changed under the writer without a fence" (XX000 to an INSERT)."""
+    async with clients(sqlite_location(tmp_path)) as [client]:
+        cat = await open_cat(client, OpenMode.WRITABLE, 1)
+        real_cas = cat.shard.compare_and_append
+        landed, gate = asyncio.Event(), asyncio.Event()
+
+        async def gated_cas(*args: Any, **kwargs: Any) -> Any:
+            out = await real_cas(*args, **kwargs)
+            landed.set()
+            await gate.wait()  # the commit is durable, its caller has not seen it yet
+            return out
+
+        cat.shard.compare_and_append = gated_cas  # type: ignore[method-assign]
+        commit = asyncio.create_task(commit_item(cat, "ddl"))
+        await landed.wait()
+        check = asyncio.create_task(cat.confirm_leadership())
+        # Give the check its chance to run ahead of the commit (it must wait for it, or pass).
+        await asyncio.wait({check}, timeout=2.0)
+        gate.set()
+        await check  # raised CatalogOutOfSync before the fix
+        _, ts = await commit
+        assert cat.upper == ts + 1
+        await cat.confirm_leadership()

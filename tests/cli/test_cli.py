@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
+import zlib
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from twinstream.cli.main import app
@@ -96,3 +100,56 @@ def test_bench_promote_json_shape() -> None:
         assert isinstance(result[key], int | float) and result[key] > 0, (key, result)
     assert result["old_exit_code"] == 0
     assert result["writes_lost"] == 0
+
+
+DEMO_KEYS = {
+    "upgrades",
+    "statements",
+    "failed_statements",
+    "retried_statements",
+    "lost_writes",
+    "max_stall_ms",
+    "p99_steady_ms",
+    "p99_upgrade_ms",
+    "promote_ms",
+}
+
+
+def test_demo_quick_json_and_png(tmp_path: Path) -> None:
+    """The README's main job, shortened: upgrades under the full workload through the balancer,
+    one JSON line whose figures say nothing was lost, and a valid PNG chart."""
+    chart = tmp_path / "latency.png"
+    proc = _twinstream(
+        "demo", "--quick", "--json", "--upgrades", "2", "--writers", "2", "--readers", "1",
+        "--png", str(chart), timeout=400.0,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    [line] = proc.stdout.splitlines()
+    report = json.loads(line)
+    assert report.keys() >= DEMO_KEYS
+    assert report["upgrades"] == 2
+    assert report["statements"] > 0 and report["acknowledged_writes"] > 0
+    assert report["failed_statements"] == 0 and report["lost_writes"] == 0
+    assert report["duplicated_writes"] == 0
+    assert report["read_your_writes_violations"] == 0
+    assert report["mv_mismatches"] == 0 and report["materialized_views"] >= 3
+    assert report["subscribe_matches_view"] is True
+    assert report["subscribe_resume_mismatches"] == 0
+    assert report["subscribe_resumes"] >= 2  # each fenced generation ended the stream
+    assert report["source_bids"] > 0 and report["ddl_statements"] > 0
+    assert len(report["promote_ms_each"]) == 2
+    data = chart.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", data[16:24])
+    idat = data.index(b"IDAT")
+    (size,) = struct.unpack(">I", data[idat - 4 : idat])
+    raw = zlib.decompress(data[idat + 4 : idat + 4 + size])
+    assert len(raw) == height * (1 + 3 * width)
+
+
+def test_png_encoder_refuses_a_bad_shape() -> None:
+    from twinstream.cli.png import encode_png
+
+    with pytest.raises(ValueError):
+        encode_png(2, 1, [b"\x00" * 5])
+    assert encode_png(1, 1, [b"\xff\x00\x00"]).endswith(b"IEND\xaeB`\x82")

@@ -37,6 +37,12 @@ class WriteFailed(Exception):
     """A commit could not be made durable; the write was not applied."""
 
 
+class CommitterShutDown(WriteFailed):
+    """The commit loop was cancelled (the process is shutting down, e.g. after another task
+    saw the fence) before the write was committed: it was not applied. Sessions answer FATAL
+    57P01 so that clients, and the balancer, send it again elsewhere."""
+
+
 @dataclass
 class _Pending:
     writes: TableWrites
@@ -116,6 +122,8 @@ class GroupCommitter:
     def _future(self) -> asyncio.Future[int]:
         if isinstance(self._stopped, FenceError):
             raise self._stopped  # sessions turn it into FATAL 57P01: clients retry elsewhere
+        if self._stopped is not None and not isinstance(self._stopped, Exception):
+            raise CommitterShutDown("group commit has stopped: shutting down")
         if self._stopped is not None:
             raise WriteFailed(f"group commit has stopped: {self._stopped!r}")
         return asyncio.get_running_loop().create_future()
@@ -126,7 +134,7 @@ class GroupCommitter:
         return await pending.done
 
     def _fail_all(self, err: BaseException) -> None:
-        exc = err if isinstance(err, Exception) else WriteFailed("group commit stopped")
+        exc = err if isinstance(err, Exception) else CommitterShutDown("group commit stopped")
         for p in self._pending:
             if not p.done.done():
                 p.done.set_exception(exc)

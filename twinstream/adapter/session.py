@@ -34,6 +34,7 @@ from twinstream.adapter.ddl import execute_ddl, is_ddl
 from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_changes
 from twinstream.adapter.duck_errors import translate
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.group_commit import CommitterShutDown
 from twinstream.adapter.indexes import fast_select
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.plan import PlannedQuery, output_names, qualify
@@ -56,7 +57,7 @@ from twinstream.pgwire.backend import (
     StatementDescription,
 )
 from twinstream.pgwire.copy import CopyFormat
-from twinstream.pgwire.errors import PgError
+from twinstream.pgwire.errors import ADMIN_SHUTDOWN_MESSAGE, PgError
 from twinstream.pgwire.messages import TransactionStatus
 from twinstream.sql import SqlError, ast, infer_param_types, parse_statement
 
@@ -143,6 +144,8 @@ def to_pg_error(e: BaseException) -> PgError:
         return PgError(
             "57P01", "terminating connection: this generation was fenced out", severity="FATAL"
         )
+    if isinstance(e, CommitterShutDown):  # not applied: the client may send it elsewhere
+        return PgError("57P01", ADMIN_SHUTDOWN_MESSAGE, severity="FATAL")
     log.exception("internal error")
     return PgError(E.INTERNAL_ERROR, f"internal error: {e}")
 

@@ -104,6 +104,10 @@ class DurableCatalog:
         self._commits = 0
         self._critical: CriticalReadHandle | None = None
         self._subscribers: list[asyncio.Queue[list[CatalogChange]]] = []
+        # Held from a commit's compare-and-append until `upper` records it, and by
+        # confirm_leadership around its read of the shard's upper: otherwise a leadership check
+        # running while our own DDL commit lands sees the upper moved "without a fence".
+        self._append_lock = asyncio.Lock()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -268,18 +272,21 @@ class DurableCatalog:
             raise CatalogOutOfSync("transaction was built on an older catalog state")
         if not txn.changes:
             return self.upper - 1
-        ts = max(self.upper, self.clock.now_ms())
-        if self.mode is OpenMode.WRITABLE:
-            mismatch = await self.shard.compare_and_append(
-                _to_updates(txn.changes, ts), self.upper, ts + 1
-            )
-            if mismatch is not None:
-                await self._check_fence()
-                raise CatalogOutOfSync(
-                    f"catalog upper is {mismatch.actual}, expected {self.upper}, and no fence"
+        async with self._append_lock:
+            if txn.base_upper is not None and txn.base_upper != self.upper:
+                raise CatalogOutOfSync("transaction was built on an older catalog state")
+            ts = max(self.upper, self.clock.now_ms())
+            if self.mode is OpenMode.WRITABLE:
+                mismatch = await self.shard.compare_and_append(
+                    _to_updates(txn.changes, ts), self.upper, ts + 1
                 )
-        self.state.apply(txn.changes)
-        self.upper = ts + 1
+                if mismatch is not None:
+                    await self._check_fence()
+                    raise CatalogOutOfSync(
+                        f"catalog upper is {mismatch.actual}, expected {self.upper}, and no fence"
+                    )
+            self.state.apply(txn.changes)
+            self.upper = ts + 1
         self._publish(list(txn.changes))
         self._commits += 1
         if self.mode is OpenMode.WRITABLE and self._commits % SINCE_DOWNGRADE_EVERY == 0:
@@ -304,8 +311,9 @@ class DurableCatalog:
             raise self._fenced
         if self.mode is not OpenMode.WRITABLE:
             return
-        if await self.shard.upper() == self.upper:
-            return
+        async with self._append_lock:
+            if await self.shard.upper() == self.upper:
+                return
         await self._check_fence()
         raise CatalogOutOfSync("catalog changed under the writer without a fence")
 

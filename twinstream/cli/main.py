@@ -344,12 +344,26 @@ def demo_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as one JSON line.")
     ] = False,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Also write the latency chart as a PNG here.")
+    ] = None,
+    writers: Annotated[int, typer.Option(min=1, help="Writer clients.")] = 4,
+    readers: Annotated[int, typer.Option(min=1, help="Read-your-writes reader clients.")] = 2,
 ) -> None:
     """A live upgrade under load, then a report (the main job)."""
     from twinstream.cli.demo import demo_main
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    raise typer.Exit(demo_main(upgrades=upgrades, quick=quick, json_output=json_output))
+    raise typer.Exit(
+        demo_main(
+            upgrades=upgrades,
+            quick=quick,
+            json_output=json_output,
+            png_path=png,
+            writers=writers,
+            readers=readers,
+        )
+    )
 
 
 def main() -> None:
