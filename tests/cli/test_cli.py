@@ -135,7 +135,9 @@ def test_demo_quick_json_and_png(tmp_path: Path) -> None:
     assert report["mv_mismatches"] == 0 and report["materialized_views"] >= 3
     assert report["subscribe_matches_view"] is True
     assert report["subscribe_resume_mismatches"] == 0
-    assert report["subscribe_resumes"] >= 2  # each fenced generation ended the stream
+    # The balancer resumes the SUBSCRIBE on the new generation itself (AS OF its last
+    # progress); the client resumes only if a stream ends anyway. Either way it kept going.
+    assert report["subscribe_progress"] > 0 and report["subscribe_rows"] > 0
     assert report["source_bids"] > 0 and report["ddl_statements"] > 0
     assert len(report["promote_ms_each"]) == 2
     data = chart.read_bytes()
