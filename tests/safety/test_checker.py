@@ -212,7 +212,7 @@ def simulate(specs: list[Spec]) -> History:
         applies = s.outcome is OK or (s.outcome is INFO and s.info_applied)
         planned.append((effect, s, complete, applies))
     h = History()
-    for effect, s, complete, applies in sorted(planned, key=lambda p: p[0]):
+    for _effect, s, complete, applies in sorted(planned, key=lambda p: p[0]):
         k, k2 = s.key, (s.key + 1) % KEYS
         mops: tuple[Mop, ...]
         if s.kind == "w":

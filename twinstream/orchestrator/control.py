@@ -71,7 +71,7 @@ class ControlServer:
     async def _status(self, _request: web.Request) -> web.Response:
         record = await self.orch.record()
         generations = {}
-        for gen, gp in self.orch.supervisor.generations.items():
+        for gen, gp in list(self.orch.supervisor.generations.items()):
             state = "unknown"
             with contextlib.suppress(Exception):
                 state = await self.orch.status(gen)
