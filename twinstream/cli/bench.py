@@ -50,6 +50,8 @@ class BenchOptions:
     consensus_url: str | None = None
     #: Use this blob location instead of the default for the backend.
     blob_url: str | None = None
+    #: A smaller run of the benchmark, where it has one (`safety`: the quick matrix).
+    quick: bool = False
     #: Progress messages (never stdout: ``--json`` owns it).
     log: Callable[[str], None] = _stderr
 
@@ -179,3 +181,12 @@ async def pgwire(opts: BenchOptions) -> dict[str, Any]:
 )
 async def upgrade(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("upgrade_bench", opts)
+
+
+@register(
+    "safety",
+    "Upgrade safety matrix: fault cells (kill -9 / SIGSTOP / proxy faults at each rollout "
+    "phase, both backends) and repeated upgrades; checked histories must have 0 anomalies.",
+)
+async def safety(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("safety_bench", opts)

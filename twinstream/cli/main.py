@@ -103,6 +103,9 @@ def bench_command(
     blob_url: Annotated[
         str | None, typer.Option(help="Use this blob location (default: per backend).")
     ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="A smaller run, where the benchmark has one (safety).")
+    ] = False,
     profile: Annotated[
         Path | None,
         typer.Option(help="Run under cProfile; write pstats to this file and a summary to stderr."),
@@ -124,6 +127,7 @@ def bench_command(
         notify_gap_ms=notify_gap_ms,
         consensus_url=consensus_url,
         blob_url=blob_url,
+        quick=quick,
     )
     profiler = cProfile.Profile() if profile is not None else None
     # Under --json stdout belongs to the result line: anything printed meanwhile goes to stderr.
