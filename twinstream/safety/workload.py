@@ -83,8 +83,19 @@ class Workload:
     errors: dict[str, int] = field(default_factory=dict)
     _values: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    _list_keys: list[int] = field(default_factory=list)
+
     def list_keys(self) -> list[int]:
-        return list(range(self.clients * LIST_KEYS_PER_CLIENT))
+        """Every list key used so far."""
+        return list(self._list_keys)
+
+    def _fresh_list_keys(self) -> list[int]:
+        """New keys for a client: after an `info` append the old ones are abandoned, since
+        that append may still land later and break the one-append-at-a-time order."""
+        start = len(self._list_keys)
+        keys = list(range(start, start + LIST_KEYS_PER_CLIENT))
+        self._list_keys.extend(keys)
+        return keys
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -107,10 +118,18 @@ class Workload:
 
     async def _client(self, c: int) -> None:
         rng = random.Random(self.seed * 1000 + c)
-        own = [c * LIST_KEYS_PER_CLIENT + i for i in range(LIST_KEYS_PER_CLIENT)]
+        own = self._fresh_list_keys()
         conn = await self._connect()
         while conn is not None and not self.stop.is_set():
             ok = await self._one(conn, f"c{c}", rng, own)
+            last = self.history.ops[-1] if self.history.ops else None
+            if (
+                last is not None
+                and last.process == f"c{c}"
+                and last.outcome is Outcome.INFO
+                and any(m.f == "append" for m in last.mops)
+            ):
+                own = self._fresh_list_keys()
             if not ok:
                 with contextlib.suppress(Exception):
                     await _within(conn.close(), 2.0)
