@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from twinstream.orchestrator.control import ControlServer
 from twinstream.orchestrator.rollout import Orchestrator
@@ -32,4 +37,33 @@ async def test_status_survives_a_generation_removed_while_it_is_asked(tmp_path: 
         assert response.status == 200
         assert set(body["generations"]) == {"0", "1"}
     finally:
+        await orch.close()
+
+
+async def test_a_restarted_generation_is_routed_to_on_its_new_ports(tmp_path: Path) -> None:
+    """kill -9 of environmentd: the supervisor restarts it on new ports; the record (what the
+    balancer routes by) must follow, or every client waits forever (cell
+    sqlite/kill-new-envd@just-promoted, seed 104: wedged)."""
+    orch = Orchestrator(tmp_path / "env")
+    try:
+        record = await orch.up()
+        before = record.active_endpoint()
+        assert before is not None
+        os.killpg(before.pid, signal.SIGKILL)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        after = before
+        while after.pid == before.pid:
+            assert loop.time() < end, "the record never learned the restarted endpoint"
+            await asyncio.sleep(0.1)  # poll interval of the record
+            current = await orch.record()
+            assert current is not None
+            after = current.active_endpoint() or before
+        assert after.sql_port == orch.supervisor.generations[0].endpoint.sql_port  # type: ignore[union-attr]
+        conninfo = f"host=127.0.0.1 port={after.sql_port} user=twinstream dbname=twinstream"
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchall() == [(1,)]
+    finally:
+        await orch.down()
         await orch.close()

@@ -85,6 +85,7 @@ class Orchestrator:
         self.supervisor = Supervisor(
             data_dir, consensus_url=consensus_url, blob_url=blob_url, extra_args=extra_args
         )
+        self.supervisor.on_respawn = self._respawned
         self.clock = clock
         self._http: aiohttp.ClientSession | None = None
 
@@ -107,6 +108,19 @@ class Orchestrator:
             if await self.store.write(seqno, new):
                 return new
         raise RolloutError("the rollout record kept changing under the orchestrator")
+
+    async def _respawned(self, endpoint: GenerationEndpoint) -> None:
+        """A crashed generation came back on new ports: route to them (the balancer reads
+        endpoints from the record). Generations no longer in the record stay out of it."""
+
+        def change(r: RolloutRecord | None) -> RolloutRecord:
+            record = _require(r)
+            if str(endpoint.generation) not in record.endpoints:
+                return record
+            return _with_endpoint(record, endpoint)
+
+        await self._update(change)
+        log.info("generation %d restarted at port %d", endpoint.generation, endpoint.sql_port)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class Supervisor:
         #: Extra environment variables for processes started from now on.
         self.env_overrides: dict[str, str] = {}
         self._watchers: dict[int, asyncio.Task[None]] = {}
+        #: Called with the new endpoint after a crashed generation was restarted: it listens
+        #: on new ports, so whoever routes to it (the rollout record) must learn them.
+        self.on_respawn: Callable[[GenerationEndpoint], Awaitable[None]] | None = None
 
     def command_for(self, generation: int, program: list[str] | None = None) -> list[str]:
         base = program or [sys.executable, "-m", "twinstream"]
@@ -182,9 +186,15 @@ class Supervisor:
                 gp.exited.set()
                 return
             try:
-                await self._spawn(gp)
+                endpoint = await self._spawn(gp)
             except GenerationFailed as e:
                 log.warning("%s", e)
+                continue
+            if self.on_respawn is not None:
+                try:
+                    await self.on_respawn(endpoint)
+                except Exception:
+                    log.exception("recording generation %d's new endpoint failed", gp.generation)
 
     async def wait_exit(self, generation: int, timeout_s: float) -> int | None:
         gp = self.generations.get(generation)
