@@ -101,6 +101,8 @@ class CellResult:
     fault_phase: str = ""  # the phase the fault actually hit
     notes: list[str] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    #: The most frequent client errors ("SQLSTATE: message" -> count).
+    top_errors: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -423,6 +425,7 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
         hit,
         run.notes,
         [a.detail for a in result.anomalies[:5]],
+        dict(sorted(work.errors.items(), key=lambda kv: -kv[1])[:5]),
     )
 
 
