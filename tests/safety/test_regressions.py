@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from twinstream.orchestrator.control import ControlServer
+from twinstream.orchestrator.record import GenerationEndpoint, RolloutRecord, RolloutStatus
 from twinstream.orchestrator.rollout import Orchestrator
 from twinstream.orchestrator.supervisor import GenerationProcess
 
@@ -66,4 +67,35 @@ async def test_a_restarted_generation_is_routed_to_on_its_new_ports(tmp_path: Pa
             assert await cur.fetchall() == [(1,)]
     finally:
         await orch.down()
+        await orch.close()
+
+
+async def test_a_restarted_endpoint_is_recorded_even_if_the_store_was_down(
+    tmp_path: Path,
+) -> None:
+    """The consensus store being down is what crashed the generation: recording its new
+    endpoint must be retried until the store answers (cell
+    postgres/kill-consensus-pg@catching-up, seed 14: wedged on the stale endpoint)."""
+    orch = Orchestrator(tmp_path / "env")
+    try:
+        endpoint = GenerationEndpoint(0, "127.0.0.1", 1111, 2222, 3333)
+        await orch.store.write(None, RolloutRecord(0, 0, RolloutStatus.APPLIED, {"0": endpoint}))
+        gp = GenerationProcess(0, [], tmp_path, tmp_path / "0.log")
+        moved = GenerationEndpoint(0, "127.0.0.1", 4444, 5555, 6666)
+        gp.endpoint = moved
+        orch.supervisor.generations[0] = gp
+        real_update = orch._update
+        failures = [RuntimeError("store down"), RuntimeError("store down")]
+
+        async def flaky_update(change: Any) -> RolloutRecord:
+            if failures:
+                raise failures.pop()
+            return await real_update(change)
+
+        orch._update = flaky_update  # type: ignore[method-assign]
+        await orch._respawned(moved)
+        assert not failures
+        record = await orch.record()
+        assert record is not None and record.active_endpoint() == moved
+    finally:
         await orch.close()

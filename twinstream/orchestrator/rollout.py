@@ -40,6 +40,9 @@ STATUS_POLL_S = 0.05
 PROMOTE_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 10.0
 _RECORD_RETRY_MAX = 100
+#: Backoff of recording a restarted generation's endpoint while the store is unavailable.
+RESPAWN_RECORD_RETRY_FIRST_S = 0.1
+RESPAWN_RECORD_RETRY_MAX_S = 2.0
 
 
 class Strategy(enum.StrEnum):
@@ -119,7 +122,18 @@ class Orchestrator:
                 return record
             return _with_endpoint(record, endpoint)
 
-        await self._update(change)
+        delay = RESPAWN_RECORD_RETRY_FIRST_S
+        while True:  # the store may be what crashed the generation: retry until it answers
+            try:
+                await self._update(change)
+                break
+            except Exception as e:
+                gp = self.supervisor.generations.get(endpoint.generation)
+                if gp is None or gp.endpoint != endpoint:
+                    return  # stopped or restarted again: nothing to record
+                log.warning("recording generation %d's new endpoint: %s", endpoint.generation, e)
+                await asyncio.sleep(delay)  # retry backoff while the store is unavailable
+                delay = min(delay * 2, RESPAWN_RECORD_RETRY_MAX_S)
         log.info("generation %d restarted at port %d", endpoint.generation, endpoint.sql_port)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -222,9 +236,12 @@ class Orchestrator:
         progress("promoting", {"generation": new_gen})
         await asyncio.wait_for(self._promote(new_gen), PROMOTE_TIMEOUT_S)
         promote_ms = (self.clock.monotonic() - started) * 1000
+        # The supervisor knows the endpoint it runs now (a restart moves it to new ports).
+        current = self.supervisor.generations.get(new_gen)
+        live = current.endpoint if current is not None else None
         record = await self._update(
             lambda r: dataclasses.replace(
-                _require(r),
+                _with_endpoint(_require(r), live) if live is not None else _require(r),
                 active_generation=new_gen,
                 status=RolloutStatus.APPLIED,
                 message=f"promoted in {promote_ms:.0f} ms",

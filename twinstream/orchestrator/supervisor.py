@@ -76,6 +76,7 @@ class Supervisor:
         #: Called with the new endpoint after a crashed generation was restarted: it listens
         #: on new ports, so whoever routes to it (the rollout record) must learn them.
         self.on_respawn: Callable[[GenerationEndpoint], Awaitable[None]] | None = None
+        self._respawn_tasks: set[asyncio.Task[None]] = set()
 
     def command_for(self, generation: int, program: list[str] | None = None) -> list[str]:
         base = program or [sys.executable, "-m", "twinstream"]
@@ -190,11 +191,17 @@ class Supervisor:
             except GenerationFailed as e:
                 log.warning("%s", e)
                 continue
-            if self.on_respawn is not None:
-                try:
-                    await self.on_respawn(endpoint)
-                except Exception:
-                    log.exception("recording generation %d's new endpoint failed", gp.generation)
+            if self.on_respawn is not None:  # in its own task: it may wait for the store
+                task = asyncio.create_task(self._respawned(endpoint))
+                self._respawn_tasks.add(task)
+                task.add_done_callback(self._respawn_tasks.discard)
+
+    async def _respawned(self, endpoint: GenerationEndpoint) -> None:
+        assert self.on_respawn is not None
+        try:
+            await self.on_respawn(endpoint)
+        except Exception:
+            log.exception("recording generation %d's new endpoint failed", endpoint.generation)
 
     async def wait_exit(self, generation: int, timeout_s: float) -> int | None:
         gp = self.generations.get(generation)
@@ -233,3 +240,5 @@ class Supervisor:
     async def stop_all(self) -> None:
         for generation in list(self.generations):
             await self.stop(generation)
+        for task in list(self._respawn_tasks):
+            task.cancel()
