@@ -92,7 +92,9 @@ class Cell:
 class CellResult:
     cell: str
     seed: int
-    outcome: str  # upgraded | old-serving | wedged | error
+    #: upgraded | old-serving | recovered (settled only after the harness restarted the
+    #: orchestrator: a wedge an operator would have to clear) | wedged | error
+    outcome: str
     anomalies: int
     anomaly_kinds: dict[str, int]
     client_errors: int
@@ -172,6 +174,7 @@ class _Run:
     pg: PgServer | None
     notes: list[str]
     old_gen: int = 0
+    restarted: bool = False  # the harness had to restart orchd for the rollout to settle
 
     async def phase(self) -> Phase:
         record = await self.cluster.record()
@@ -338,6 +341,7 @@ async def _settle(run: _Run) -> RolloutRecord | None:
                 await asyncio.sleep(0.1)  # poll interval of the control API
         if attempt == 0:
             run.notes.append("rollout did not settle: orchestrator restarted")
+            run.restarted = True
             if c.orchd is not None and c.orchd.returncode is None:
                 signal_pid(c.orchd.pid, signal.SIGKILL)
                 await c.orchd.wait()
@@ -395,9 +399,11 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
                 if record is None:
                     outcome = "wedged"
                     break
+                if run.restarted:
+                    outcome = "recovered"  # settled only after an orchestrator restart
                 if record.active_generation > run.old_gen:
                     upgrades += 1
-                else:
+                elif outcome != "recovered":
                     outcome = "old-serving"
                 if cell.upgrades > 1:
                     await _ddl(c.conninfo(), i)
