@@ -284,7 +284,7 @@ def test_generated_history_with_a_dropped_acknowledged_append_fails(
     assert AnomalyKind.LOST_WRITE in check(ops).counts
 
 
-@pytest.mark.parametrize("n", [2000])
+@pytest.mark.parametrize("n", [800])
 def test_checker_scales(n: int) -> None:
     h = History()
     for i in range(n):
