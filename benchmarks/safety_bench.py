@@ -27,9 +27,11 @@ async def run(opts: BenchOptions) -> dict[str, Any]:
     def progress(r: CellResult) -> None:
         notes = "; ".join(r.notes)
         opts.log(
-            f"{r.cell} seed={r.seed}: {r.outcome}, anomalies {r.anomalies}, "
+            f"{r.cell} seed={r.seed}: {r.outcome}, anomalies {r.anomalies} {r.anomaly_kinds}, "
             f"client errors {r.client_errors}, hit {r.fault_phase or '-'} {notes}"
         )
+        for example in r.examples:
+            opts.log(f"    {example}")
 
     results = await run_cells(cells, seed, progress)
     out = summarize(results)

@@ -308,9 +308,10 @@ def _check_prefixes(key: int, seen: list[tuple[Op, tuple[int, ...]]], result: Ch
 
 
 def _check_fractured(ops: list[Op], writer: dict[int, tuple[Op, int]], result: CheckResult) -> None:
-    """A read of several lists in one snapshot sees a transaction's appends all or none."""
+    """A read of several lists in one snapshot sees a transaction's appends all or none.
+    Only a read transaction is one snapshot: reads outside one are separate statements."""
     for read in ops:
-        if read.outcome is not Outcome.OK:
+        if read.outcome is not Outcome.OK or not read.txn:
             continue
         lists = {m.k: m.v for m in read.mops if m.f == LIST_READ}
         if len(lists) < 2:
