@@ -13,7 +13,7 @@ alarm:
 - failed-write-visible: a write whose client was told it failed (definitely) is read;
 - garbage-read: a value that no operation wrote;
 - list-order: two reads of one list where neither is a prefix of the other;
-- fractured-read: one snapshot shows some but not all of a transaction's appends.
+- fractured-read: one read transaction shows some but not all of a transaction's appends.
 """
 
 from __future__ import annotations
