@@ -93,7 +93,7 @@ class CellResult:
     cell: str
     seed: int
     #: upgraded | old-serving | recovered (settled only after the harness restarted the
-    #: orchestrator: a wedge an operator would have to clear) | wedged | error
+    #: orchestrator: a wedge an operator would have to clear) | ddl-failed | wedged | error
     outcome: str
     anomalies: int
     anomaly_kinds: dict[str, int]
@@ -385,7 +385,7 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
     await c.start()
     await setup(c.conninfo())
     work = Workload(c.conninfo(), seed=seed)
-    upgrades, outcome, hit = 0, "upgraded", ""
+    upgrades, outcome, hit, ddl_failed = 0, "upgraded", "", False
     async with asyncio.TaskGroup() as tg:
         load = tg.create_task(work.run())
         try:
@@ -406,7 +406,11 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
                 elif outcome != "recovered":
                     outcome = "old-serving"
                 if cell.upgrades > 1:
-                    await _ddl(c.conninfo(), i)
+                    try:
+                        await _ddl(c.conninfo(), i)
+                    except psycopg.Error as e:  # a twinstream failure to report, not ours
+                        run.notes.append(f"DDL {i} failed: {e.sqlstate}: {e}".splitlines()[0])
+                        ddl_failed = True
                 if not await _wait_ops(work, AFTER_OPS, OPS_TIMEOUT_S):
                     run.notes.append("not serving after the upgrade")
                     outcome = "wedged"
@@ -414,6 +418,8 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
         finally:
             work.stop.set()
         await load
+    if ddl_failed and outcome in ("upgraded", "old-serving"):
+        outcome = "ddl-failed"
     if not await work.final_read(c.conninfo()):
         run.notes.append("final read failed")
         outcome = "wedged"
