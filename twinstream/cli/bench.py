@@ -219,3 +219,12 @@ async def balancer(opts: BenchOptions) -> dict[str, Any]:
 )
 async def promote(opts: BenchOptions) -> dict[str, Any]:
     return await _run_from_file("promote_bench", opts)
+
+
+@register(
+    "safety",
+    "Upgrade safety matrix: fault cells (kill -9 / SIGSTOP / proxy faults at each rollout "
+    "phase, both backends) and repeated upgrades; checked histories must have 0 anomalies.",
+)
+async def safety(opts: BenchOptions) -> dict[str, Any]:
+    return await _run_from_file("safety_bench", opts)

@@ -43,6 +43,9 @@ DRAIN_TIMEOUT_S = 10.0
 #: A new generation restarted more often than this during its rollout fails the rollout.
 ROLLOUT_MAX_RESTARTS = 3
 _RECORD_RETRY_MAX = 100
+#: Backoff of recording a restarted generation's endpoint while the store is unavailable.
+RESPAWN_RECORD_RETRY_FIRST_S = 0.1
+RESPAWN_RECORD_RETRY_MAX_S = 2.0
 
 
 class Strategy(enum.StrEnum):
@@ -88,6 +91,7 @@ class Orchestrator:
         self.supervisor = Supervisor(
             data_dir, consensus_url=consensus_url, blob_url=blob_url, extra_args=extra_args
         )
+        self.supervisor.on_respawn = self._respawned
         self.clock = clock
         self._http: aiohttp.ClientSession | None = None
 
@@ -110,6 +114,30 @@ class Orchestrator:
             if await self.store.write(seqno, new):
                 return new
         raise RolloutError("the rollout record kept changing under the orchestrator")
+
+    async def _respawned(self, endpoint: GenerationEndpoint) -> None:
+        """A crashed generation came back on new ports: route to them (the balancer reads
+        endpoints from the record). Generations no longer in the record stay out of it."""
+
+        def change(r: RolloutRecord | None) -> RolloutRecord:
+            record = _require(r)
+            if str(endpoint.generation) not in record.endpoints:
+                return record
+            return _with_endpoint(record, endpoint)
+
+        delay = RESPAWN_RECORD_RETRY_FIRST_S
+        while True:  # the store may be what crashed the generation: retry until it answers
+            try:
+                await self._update(change)
+                break
+            except Exception as e:
+                gp = self.supervisor.generations.get(endpoint.generation)
+                if gp is None or gp.endpoint != endpoint:
+                    return  # stopped or restarted again: nothing to record
+                log.warning("recording generation %d's new endpoint: %s", endpoint.generation, e)
+                await asyncio.sleep(delay)  # retry backoff while the store is unavailable
+                delay = min(delay * 2, RESPAWN_RECORD_RETRY_MAX_S)
+        log.info("generation %d restarted at port %d", endpoint.generation, endpoint.sql_port)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -297,9 +325,12 @@ class Orchestrator:
         await asyncio.wait_for(self._promote(new_gen), PROMOTE_TIMEOUT_S)
         promote_ms = (self.clock.monotonic() - started) * 1000
         failpoint("rollout-after-promote")
+        # The supervisor knows the endpoint it runs now (a restart moves it to new ports).
+        current = self.supervisor.generations.get(new_gen)
+        live = current.endpoint if current is not None else None
         record = await self._update(
             lambda r: dataclasses.replace(
-                _require(r),
+                _with_endpoint(_require(r), live) if live is not None else _require(r),
                 active_generation=new_gen,
                 status=RolloutStatus.APPLIED,
                 message=f"promoted in {promote_ms:.0f} ms",

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,10 @@ class Supervisor:
         #: Extra environment variables for processes started from now on.
         self.env_overrides: dict[str, str] = {}
         self._watchers: dict[int, asyncio.Task[None]] = {}
+        #: Called with the new endpoint after a crashed generation was restarted: it listens
+        #: on new ports, so whoever routes to it (the rollout record) must learn them.
+        self.on_respawn: Callable[[GenerationEndpoint], Awaitable[None]] | None = None
+        self._respawn_tasks: set[asyncio.Task[None]] = set()
 
     def command_for(self, generation: int, program: list[str] | None = None) -> list[str]:
         base = program or [sys.executable, "-m", "twinstream"]
@@ -285,12 +290,24 @@ class Supervisor:
                 gp.exited.set()
                 return
             try:
-                await self._spawn(gp)
+                endpoint = await self._spawn(gp)
             except GenerationFailed as e:
                 log.warning("%s", e)
                 if gp.proc is None or gp.adopted_pid is not None:
                     gp.exited.set()  # cannot even start it: reported through `restarts`
                     return
+                continue
+            if self.on_respawn is not None:  # in its own task: it may wait for the store
+                task = asyncio.create_task(self._respawned(endpoint))
+                self._respawn_tasks.add(task)
+                task.add_done_callback(self._respawn_tasks.discard)
+
+    async def _respawned(self, endpoint: GenerationEndpoint) -> None:
+        assert self.on_respawn is not None
+        try:
+            await self.on_respawn(endpoint)
+        except Exception:
+            log.exception("recording generation %d's new endpoint failed", endpoint.generation)
 
     async def wait_exit(self, generation: int, timeout_s: float) -> int | None:
         gp = self.generations.get(generation)
@@ -342,3 +359,5 @@ class Supervisor:
     async def stop_all(self) -> None:
         for generation in list(self.generations):
             await self.stop(generation)
+        for task in list(self._respawn_tasks):
+            task.cancel()
