@@ -1,6 +1,6 @@
-"""Anomalies the safety harness found that are not fixed yet: strict xfails naming the bug.
-When the bug is fixed the test passes, strict xfail turns that into a failure, and the marker
-is removed."""
+"""Anomalies the safety harness found, reproduced deterministically. Fixed ones stay as
+regression tests: stale-read-from-paused-fenced-leader (fixed by the read barrier in
+adapter/linearize.py)."""
 
 from __future__ import annotations
 
@@ -29,15 +29,6 @@ def _conninfo(port: int) -> str:
     return f"host=127.0.0.1 port={port} user=twinstream dbname=twinstream"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG stale-read-from-paused-fenced-leader: an old generation paused (SIGSTOP, "
-    "GC, overload) across the promotion answers a SELECT from its local mirror when it "
-    "resumes, before its group-commit tick notices the fence: it misses a write the new "
-    "generation acknowledged before the read was sent (strict serializability across the "
-    "cutover). SELECT neither confirms leadership nor waits for its tables to reach the "
-    "oracle's read timestamp (adapter/session.py _select).",
-)
 async def test_paused_old_generation_serves_no_stale_read(tmp_path: Path) -> None:
     """Matrix cells stop-old-envd@just-promoted / @cutover, made deterministic: the session on
     the old generation (a client the balancer has not moved yet, or a direct one) sends its

@@ -21,6 +21,7 @@ from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.group_commit import GroupCommitter, TableWrites
 from twinstream.adapter.indexes import INDEX_HISTORY_MS, index_desc
+from twinstream.adapter.linearize import ReadBarrier
 from twinstream.adapter.mviews import MaterializedViews, output_shard_id
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
@@ -84,6 +85,11 @@ class Coordinator:
         self.config = config or CoordinatorConfig()
         self.engine = QueryEngine()
         self.index = CatalogIndex(catalog.state)
+        self.read_barrier = ReadBarrier(
+            lambda: self.oracle.read_ts(),
+            lambda: self.committer.stats.last_ts,
+            lambda ts: self.committer.wait_committed(ts),
+        )
         self.committer = GroupCommitter(
             oracle,
             catalog.confirm_leadership,
@@ -415,13 +421,17 @@ class Coordinator:
         return await self.oracle.read_ts()
 
     async def local_read_timestamp(self) -> int:
-        """Like `read_timestamp`, without a consensus read when we are the leader: every
-        write this process acknowledged committed at or below group commit's last timestamp
-        (the engine's table mirror relies on the same fact)."""
-        last = self.committer.stats.last_ts
-        if self._leader.is_set() and not self.config.read_only and last:
-            return int(last)
+        """A read timestamp whose data the local mirror holds: as the leader, after the read
+        barrier (`adapter/linearize.py`: one batched oracle read; waits for our own commit if
+        someone else wrote, which fails with the fence if we were superseded)."""
+        if self._leader.is_set() and not self.config.read_only and self.committer.stats.last_ts:
+            return await self.read_barrier.wait()
         return await self.read_timestamp()
+
+    async def linearize_read(self) -> None:
+        """Before a SELECT answered from the local mirror (see `local_read_timestamp`)."""
+        if self._leader.is_set() and not self.config.read_only and self.committer.stats.last_ts:
+            await self.read_barrier.wait()
 
     async def wait_views_readable(self, deps: list[ItemRef]) -> None:
         """The read barrier for materialized views a query reads (`mviews.wait_readable`):

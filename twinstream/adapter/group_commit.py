@@ -83,6 +83,8 @@ class GroupCommitter:
         self._registrations: list[_Registration] = []
         self._wake = asyncio.Event()
         self._stopped: BaseException | None = None
+        #: Readers waiting for a commit at or above a timestamp (`wait_committed`).
+        self._ts_waiters: list[tuple[int, asyncio.Future[int]]] = []
 
     # -- API -----------------------------------------------------------------------------------
 
@@ -104,11 +106,21 @@ class GroupCommitter:
     def unregister(self, shard_id: str) -> None:
         self.shards.pop(shard_id, None)
 
+    async def wait_committed(self, ts: int) -> int:
+        """Wait until a commit at or above `ts` is done (its writes mirrored); raises what
+        stopped the loop instead (a fence: we were not the leader any more)."""
+        if self.stats.last_ts >= ts:
+            return self.stats.last_ts
+        fut = self._future()
+        self._ts_waiters.append((ts, fut))
+        self._wake.set()  # no need to wait for the next tick
+        return await fut
+
     async def run(self) -> None:
         """The commit loop; runs until cancelled or fenced (the fence error propagates)."""
         try:
             while True:
-                if not self._pending and not self._registrations:
+                if not self._pending and not self._registrations and not self._ts_waiters:
                     self._wake.clear()
                     await wait_event(self._wake, self.interval_s)
                 await self._commit_once()
@@ -141,8 +153,12 @@ class GroupCommitter:
         for r in self._registrations:
             if not r.done.done():
                 r.done.set_exception(exc)
+        for _ts, fut in self._ts_waiters:
+            if not fut.done():
+                fut.set_exception(exc)
         self._pending.clear()
         self._registrations.clear()
+        self._ts_waiters.clear()
 
     async def _append_all(self, shards: dict[str, Shard], merged: TableWrites) -> int:
         """One consensus transaction: every table shard appended at a fresh oracle timestamp
@@ -212,3 +228,9 @@ class GroupCommitter:
         for r in regs:
             if not r.done.done():
                 r.done.set_result(ts)
+        if self._ts_waiters:
+            waiting = self._ts_waiters
+            self._ts_waiters = [(t, f) for t, f in waiting if t > ts and not f.done()]
+            for t, f in waiting:
+                if t <= ts and not f.done():
+                    f.set_result(ts)

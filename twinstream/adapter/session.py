@@ -563,6 +563,8 @@ class AdapterSession(Session):
                 return fast
         plan = self.plan(stmt.query)
         if plan.dependencies:  # reads of system catalogs only do not make this a read txn
+            if not self.txn.explicit or not self.txn.duck_open:
+                await self.coord.linearize_read()  # strict serializable across a cutover
             await self.coord.wait_views_readable(plan.dependencies)
             await self._begin_read()
         res = await self.coord.engine.query(self.cursor, plan.duck_sql, params)
