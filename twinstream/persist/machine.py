@@ -90,12 +90,14 @@ class Shard:
             fresh = st.decode(head.data)
             assert fresh.seqno == head.seqno, f"shard {self.shard_id}: seqno mismatch in state"
             assert fresh.shard_id == self.shard_id, "state of another shard"
-        if self._state is not None:
-            assert fresh.seqno >= self._state.seqno, (
-                f"shard {self.shard_id}: consensus went back from seqno "
-                f"{self._state.seqno} to {fresh.seqno}"
-            )
-            assert fresh.upper >= self._state.upper, "upper regressed"
+        known = self._state
+        if known is not None and fresh.seqno < known.seqno:
+            # Not a regression: this read started before a newer version we learned of
+            # meanwhile (our own compare-and-set, or a concurrent fetch, completed while it was
+            # in flight — seen on PostgreSQL consensus with pooled connections). Keep the newer.
+            return known
+        if known is not None:
+            assert fresh.upper >= known.upper, "upper regressed"
         self._state = fresh
         return fresh
 
