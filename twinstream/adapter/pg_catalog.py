@@ -38,6 +38,7 @@ from sqlglot import exp
 
 from twinstream.adapter.errors import UNDEFINED_OBJECT, UNDEFINED_TABLE, AdapterError
 from twinstream.adapter.names import CatalogIndex, ItemRef
+from twinstream.adapter.temporary import is_temp_schema
 from twinstream.adapter.types import lookup as lookup_type
 
 if TYPE_CHECKING:
@@ -2057,6 +2058,7 @@ class PgContext:
         out = []
         for s in self.search_path:
             exists = (self.database, s) in self.index.schemas or s in SYSTEM_NAMESPACES
+            exists = exists or is_temp_schema(s)  # the session's own (vars.search_path)
             if exists and s not in out:
                 out.append(s)
         return out

@@ -1,0 +1,118 @@
+"""Temporary tables and views: session-local, in memory only, gone with their session."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from twinstream.testing.environmentd import EnvironmentdProcess, environmentd_process
+
+#: How long a condition may take to become true before a test fails.
+DEADLINE_S = 30.0
+
+
+def wait_until_gone(env: EnvironmentdProcess, sql: str) -> None:
+    """Session end is processed asynchronously by the server: poll with a deadline."""
+    deadline = time.monotonic() + DEADLINE_S
+    with psycopg.connect(env.conninfo(), autocommit=True) as conn:
+        while conn.execute(sql).fetchone() != (0,):
+            assert time.monotonic() < deadline, env.log_tail()
+            time.sleep(0.05)  # poll interval
+
+
+def test_visible_only_to_its_session_and_shadows_durable(envd: EnvironmentdProcess) -> None:
+    with (
+        psycopg.connect(envd.conninfo(), autocommit=True) as a,
+        psycopg.connect(envd.conninfo(), autocommit=True) as b,
+    ):
+        a.execute("CREATE TABLE shared (k int, v text)")
+        a.execute("INSERT INTO shared VALUES (1, 'durable'), (2, 'two')")
+        a.execute("CREATE TEMPORARY TABLE scratch (k int, w text)")
+        a.execute("INSERT INTO scratch VALUES (1, 'x'), (2, 'y'), (3, 'z')")
+        a.execute("UPDATE scratch SET w = 'yy' WHERE k = 2")
+        a.execute("DELETE FROM scratch WHERE k = 3")
+        with a.cursor().copy("COPY scratch FROM STDIN") as copy:
+            copy.write_row((4, "copied"))
+        joined = a.execute(
+            "SELECT s.k, s.w, d.v FROM scratch s LEFT JOIN shared d ON d.k = s.k ORDER BY s.k"
+        ).fetchall()
+        assert joined == [(1, "x", "durable"), (2, "yy", "two"), (4, "copied", None)]
+        assert a.execute("SELECT count(*) FROM pg_temp.scratch").fetchone() == (3,)
+        assert a.execute("SELECT count(*) FROM mz_temp.scratch").fetchone() == (3,)
+        # the other session sees nothing, by any name
+        for name in ("scratch", "pg_temp.scratch", "mz_temp.scratch", "public.scratch"):
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                b.execute(f"SELECT * FROM {name}")
+        # both sessions may use the same temporary name
+        b.execute("CREATE TEMP TABLE scratch (only_b int)")
+        b.execute("INSERT INTO scratch VALUES (42)")
+        assert b.execute("SELECT * FROM scratch").fetchall() == [(42,)]
+        assert a.execute("SELECT count(*) FROM scratch").fetchone() == (3,)
+        # a temporary table is searched before public (PostgreSQL's search_path rule)
+        a.execute("CREATE TEMP TABLE shared (k int, v text)")
+        assert a.execute("SELECT count(*) FROM shared").fetchone() == (0,)
+        assert a.execute("SELECT count(*) FROM public.shared").fetchone() == (2,)
+        assert b.execute("SELECT count(*) FROM shared").fetchone() == (2,)
+        a.execute("DROP TABLE shared")  # the temporary one
+        assert a.execute("SELECT count(*) FROM shared").fetchone() == (2,)
+        # a view over a temporary table is temporary
+        a.execute("CREATE VIEW big AS SELECT k FROM scratch WHERE k > 1")
+        assert a.execute("SELECT k FROM big ORDER BY k").fetchall() == [(2,), (4,)]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            b.execute("SELECT * FROM big")
+        # catalogs: the table is temporary (relpersistence 't') and described by its session
+        row = a.execute(
+            "SELECT relpersistence FROM pg_catalog.pg_class WHERE relname = 'scratch' "
+            "AND pg_catalog.pg_table_is_visible(oid)"
+        ).fetchone()
+        assert row == ("t",)
+        a.execute("DROP VIEW big")
+        a.execute("DROP TABLE scratch")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            a.execute("SELECT * FROM scratch")
+        assert b.execute("SELECT * FROM scratch").fetchall() == [(42,)]
+
+
+def test_errors(envd: EnvironmentdProcess) -> None:
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE t_err (a int)")
+        with pytest.raises(psycopg.errors.DuplicateTable):
+            conn.execute("CREATE TEMP TABLE t_err (a int)")
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS t_err (a int)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("CREATE MATERIALIZED VIEW mv_err AS SELECT a FROM t_err")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("CREATE INDEX ON t_err (a)")
+        with pytest.raises(psycopg.errors.InvalidTableDefinition):  # 42P16
+            conn.execute("CREATE TEMP TABLE public.t_err2 (a int)")
+        # nothing was created by the failed statements
+        for name in ("mv_err", "t_err2"):
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                conn.execute(f"SELECT * FROM {name}")
+
+
+def test_session_end_drops_and_restart_does_not_bring_back(tmp_path: Path) -> None:
+    with environmentd_process(tmp_path / "env") as env:
+        with psycopg.connect(env.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE keep (a int)")
+            conn.execute("CREATE TEMPORARY TABLE gone (a int)")
+            conn.execute("CREATE TEMPORARY VIEW gone_v AS SELECT a FROM keep")
+            conn.execute("INSERT INTO gone VALUES (1)")
+            n = conn.execute("SELECT count(*) FROM mz_catalog.mz_tables WHERE name = 'gone'")
+            assert n.fetchone() == (1,)
+        wait_until_gone(env, "SELECT count(*) FROM mz_catalog.mz_tables WHERE name = 'gone'")
+        with psycopg.connect(env.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TEMPORARY TABLE survives_nothing (a int)")
+            env.restart()
+        with psycopg.connect(env.conninfo(), autocommit=True) as conn:
+            names = conn.execute(
+                "SELECT name FROM mz_catalog.mz_tables WHERE name IN "
+                "('gone', 'survives_nothing', 'keep') ORDER BY name"
+            ).fetchall()
+            assert names == [("keep",)]
+            conn.execute("CREATE TEMP TABLE gone (b text)")  # the name is free again
+            conn.execute("INSERT INTO gone VALUES ('fresh')")
+            assert conn.execute("SELECT * FROM gone").fetchall() == [("fresh",)]
