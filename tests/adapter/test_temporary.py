@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -116,3 +118,84 @@ def test_session_end_drops_and_restart_does_not_bring_back(tmp_path: Path) -> No
             conn.execute("CREATE TEMP TABLE gone (b text)")  # the name is free again
             conn.execute("INSERT INTO gone VALUES ('fresh')")
             assert conn.execute("SELECT * FROM gone").fetchall() == [("fresh",)]
+
+
+def test_transactions_keys_and_discard(envd: EnvironmentdProcess) -> None:
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE durable_tx (a int)")
+        conn.execute("CREATE TEMP TABLE keyed (k int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO keyed VALUES (1, 'one')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("INSERT INTO keyed VALUES (1, 'again')")
+        # one transaction writes a temporary and a durable table: both commit
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO keyed VALUES (2, 'two')")
+        conn.execute("INSERT INTO durable_tx VALUES (7)")
+        conn.execute("COMMIT")
+        # a rolled-back write to a temporary table leaves nothing
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO keyed VALUES (3, 'three')")
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT k FROM keyed ORDER BY k").fetchall() == [(1,), (2,)]
+        assert conn.execute("SELECT a FROM durable_tx").fetchall() == [(7,)]
+        conn.execute("DISCARD ALL")  # PostgreSQL: drops the session's temporary tables
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM keyed")
+        assert conn.execute("SELECT a FROM durable_tx").fetchall() == [(7,)]
+
+
+PSQL = shutil.which("psql")
+
+
+@pytest.mark.skipif(PSQL is None, reason="psql is not installed")
+def test_psql_describes_a_temporary_table(envd: EnvironmentdProcess) -> None:
+    out = subprocess.run(
+        [PSQL or "psql", "-X", "-A", "-v", "ON_ERROR_STOP=1", "-d", envd.url(),
+         "-c", "CREATE TEMP TABLE described (a int NOT NULL, b text)",
+         "-c", "\\d described", "-c", "\\dt"],
+        capture_output=True, text=True, timeout=DEADLINE_S, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith('Table "mz_temp_') and "described" in line for line in lines)
+    assert "a|integer||not null|" in lines
+    assert any(line.startswith("mz_temp_") and "|described|table|" in line for line in lines)
+
+
+def test_read_only_generation_allows_temporary_tables(tmp_path: Path) -> None:
+    """A temporary table touches nothing durable, so a read-only generation serves it; the
+    leader (and the catalog it shares) never sees it."""
+    data_dir = tmp_path / "env"
+    old = EnvironmentdProcess(data_dir, generation=1)
+    new = EnvironmentdProcess(data_dir, generation=2)
+    old.start()
+    try:
+        with psycopg.connect(old.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE base (k int, v text)")
+            conn.execute("INSERT INTO base VALUES (1, 'b1'), (2, 'b2')")
+        new.start()
+        with psycopg.connect(new.conninfo(), autocommit=True) as conn:
+            deadline = time.monotonic() + DEADLINE_S
+            while conn.execute("SELECT count(*) FROM base").fetchone() != (2,):
+                assert time.monotonic() < deadline, new.log_tail()
+                time.sleep(0.05)  # poll interval
+            conn.execute("CREATE TEMP TABLE ro_scratch (k int, w text)")
+            conn.execute("INSERT INTO ro_scratch VALUES (1, 'w1'), (3, 'w3')")
+            conn.execute("UPDATE ro_scratch SET w = 'w3!' WHERE k = 3")
+            rows = conn.execute(
+                "SELECT s.k, s.w, b.v FROM ro_scratch s LEFT JOIN base b USING (k) ORDER BY 1"
+            ).fetchall()
+            assert rows == [(1, "w1", "b1"), (3, "w3!", None)]
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("INSERT INTO base VALUES (9, 'no')")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("CREATE TABLE durable_no (a int)")
+            conn.execute("DROP TABLE ro_scratch")
+        with (
+            psycopg.connect(old.conninfo(), autocommit=True) as conn,
+            pytest.raises(psycopg.errors.UndefinedTable),
+        ):
+            conn.execute("SELECT * FROM ro_scratch")
+    finally:
+        new.stop()
+        old.stop()

@@ -1625,6 +1625,10 @@ def _database_rows(
             continue
         nsp_oids[schema] = schema_oid(s_id)
         nsp_owner[schema] = _owner(index, index.state.entries("schema").get(s_id, {}), db_owner)
+    for ref in index.items_by_id.values():  # temporary schemas holding items (PostgreSQL too)
+        if ref.database == database and is_temp_schema(ref.schema):
+            nsp_oids[ref.schema] = schema_oid(ref.schema)
+            nsp_owner[ref.schema] = db_owner
     for name, oid in nsp_oids.items():
         out.add("pg_namespace", (database, oid, name, nsp_owner[name], None))
         owner_name = role_names.get(nsp_owner[name], "")
@@ -1732,6 +1736,8 @@ def _relation_rows(
             _primary_key_rows(out, database, rel)
         return
     table_type = {"r": "BASE TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}[kind]
+    if kind == "r" and rel.persistence == "t":
+        table_type = "LOCAL TEMPORARY"
     insertable = "YES" if kind == "r" and rel.schema not in SYSTEM_NAMESPACES else "NO"
     out.add(
         "tables",
@@ -2071,6 +2077,8 @@ class PgContext:
     def namespace_oid(self, schema: str) -> int | None:
         if schema in SYSTEM_NAMESPACES:
             return SYSTEM_NAMESPACES[schema]
+        if is_temp_schema(schema):
+            return schema_oid(schema)
         s_id = self.index.schemas.get((self.database, schema))
         return None if s_id is None else schema_oid(s_id)
 

@@ -498,6 +498,8 @@ class AdapterSession(Session):
                     self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="RESET")
         if isinstance(stmt, ast.Discard):
+            if stmt.target in ("all", "temp"):  # PostgreSQL: drops temporary tables too
+                await self.coord.drop_session_temporaries(self.conn_id)
             self._end_txn()
             self.vars.reset_all()
             self._set_var("timezone", None)
