@@ -87,7 +87,13 @@ def test_errors(envd: EnvironmentdProcess) -> None:
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute("CREATE MATERIALIZED VIEW mv_err AS SELECT a FROM t_err")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("CREATE MATERIALIZED VIEW pg_temp.mv_err AS SELECT 1 AS one")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute("CREATE INDEX ON t_err (a)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("SUBSCRIBE (SELECT a FROM t_err)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("SUBSCRIBE t_err")
         with pytest.raises(psycopg.errors.InvalidTableDefinition):  # 42P16
             conn.execute("CREATE TEMP TABLE public.t_err2 (a int)")
         # nothing was created by the failed statements

@@ -88,6 +88,8 @@ class Coordinator:
         #: Temporary items (id -> ref): in memory only, never in the durable catalog.
         self.temporary: dict[str, ItemRef] = {}
         self._temp_ids = itertools.count(1)
+        #: (database, schema) of the engine schemas made for temporary items.
+        self._temp_schemas: set[tuple[str, str]] = set()
         self.index = CatalogIndex(catalog.state, self.temporary)
         self.committer = GroupCommitter(
             oracle,
@@ -600,7 +602,9 @@ class Coordinator:
             item_id = f"{TEMP_ID_PREFIX}{next(self._temp_ids)}"
             full = dict(value, name=name, temporary_session=conn_id)
             ref = ItemRef(item_id, database, schema, name, full)
-            self.engine.create_schema(database, schema)
+            if (database, schema) not in self._temp_schemas:
+                self.engine.create_schema(database, schema)
+                self._temp_schemas.add((database, schema))
             if ref.type == "table":
                 cols = [(c["name"], c["type"]) for c in ref.columns]
                 self.engine.create_table(database, schema, name, cols)
@@ -725,9 +729,11 @@ class Coordinator:
         own = [r for r in self.temporary.values() if r.value.get("temporary_session") == conn_id]
         if own:
             await self.drop_items(own, cascade=True)
-        for database in self.index.databases:
+        schema = temp_schema(conn_id)
+        for database in [d for d, s in self._temp_schemas if s == schema]:
+            self._temp_schemas.discard((database, schema))
             with contextlib.suppress(Exception):
-                self.engine.drop_schema(database, temp_schema(conn_id))
+                self.engine.drop_schema(database, schema)
 
     async def drop_schema(self, database: str, name: str, *, cascade: bool) -> None:
         s_id = self.index.require_schema(database, name)

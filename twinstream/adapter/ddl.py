@@ -253,6 +253,8 @@ async def _create_view(
 ) -> str:
     database, schema, name = _place(s, stmt.name)
     is_mv = isinstance(stmt, ast.CreateMaterializedView)
+    if is_mv and schema in TEMP_SCHEMA_ALIASES:
+        raise AdapterError(E.FEATURE_NOT_SUPPORTED, "materialized views cannot be temporary")
     if is_mv:
         # Lower first: an unsupported construct is 0A000 and nothing is created.
         lowered, lowered_names = lower_for_create(

@@ -16,7 +16,7 @@ from twinstream.adapter.errors import (
     UNDEFINED_TABLE,
     AdapterError,
 )
-from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temp_schema
+from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temp_schema, is_temporary
 from twinstream.catalog.state import CatalogState
 
 #: Schemas that exist in every database and are not in the catalog (served by DuckDB/us).
@@ -71,8 +71,8 @@ class CatalogIndex:
         self.items_by_id: dict[str, ItemRef] = {}
         for i_id, v in state.items().items():
             loc = self.schema_names.get(v.get("schema_id", ""))
-            if loc is None:
-                continue
+            if loc is None or is_temporary(v):
+                continue  # a durable temporary item: written by older builds, its session is gone
             ref = ItemRef(i_id, loc[0], loc[1], v["name"], v)
             self.items[(loc[0], loc[1], v["name"])] = ref
             self.items_by_id[i_id] = ref
