@@ -71,6 +71,10 @@ def test_visible_only_to_its_session_and_shadows_durable(envd: EnvironmentdProce
             "AND pg_catalog.pg_table_is_visible(oid)"
         ).fetchone()
         assert row == ("t",)
+        # the temporary schema is searched implicitly: current_schema() stays public
+        cur = a.execute("SELECT current_schema(), current_schemas(true)").fetchone()
+        assert cur is not None and cur[0] == "public"
+        assert cur[1][0].startswith("mz_temp_") and cur[1][1:] == ["pg_catalog", "public"]
         a.execute("DROP VIEW big")
         a.execute("DROP TABLE scratch")
         with pytest.raises(psycopg.errors.UndefinedTable):

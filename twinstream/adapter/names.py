@@ -76,9 +76,12 @@ class CatalogIndex:
             ref = ItemRef(i_id, loc[0], loc[1], v["name"], v)
             self.items[(loc[0], loc[1], v["name"])] = ref
             self.items_by_id[i_id] = ref
+        #: (database, schema) of the temporary schemas that hold items.
+        self.temp_schemas: set[tuple[str, str]] = set()
         for ref in (temporary or {}).values():
             self.items[(ref.database, ref.schema, ref.name)] = ref
             self.items_by_id[ref.id] = ref
+            self.temp_schemas.add((ref.database, ref.schema))
         self.clusters: dict[str, str] = {v["name"]: k for k, v in state.entries("cluster").items()}
         self.replicas: dict[tuple[str, str], str] = {}
         cluster_names = {k: v["name"] for k, v in state.entries("cluster").items()}

@@ -2064,15 +2064,17 @@ class PgContext:
         out = []
         for s in self.search_path:
             exists = (self.database, s) in self.index.schemas or s in SYSTEM_NAMESPACES
-            exists = exists or is_temp_schema(s)  # the session's own (vars.search_path)
             if exists and s not in out:
                 out.append(s)
         return out
 
     def effective_path(self) -> list[str]:
-        """current_schemas(true): pg_catalog first unless the path names it."""
+        """current_schemas(true): the session's temporary schema if it holds items (searched
+        implicitly, as in PostgreSQL), then pg_catalog first unless the path names it."""
         path = self.schemas()
-        return path if "pg_catalog" in path else ["pg_catalog", *path]
+        path = path if "pg_catalog" in path else ["pg_catalog", *path]
+        temp = [s for s in self.search_path if (self.database, s) in self.index.temp_schemas]
+        return [*temp[:1], *path]
 
     def namespace_oid(self, schema: str) -> int | None:
         if schema in SYSTEM_NAMESPACES:
