@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from twinstream.testing.clients import leader_status, post, wait_for
 from twinstream.testing.environmentd import EnvironmentdProcess, environmentd_process
 
 #: How long a condition may take to become true before a test fails.
@@ -200,12 +201,25 @@ def test_read_only_generation_allows_temporary_tables(tmp_path: Path) -> None:
                 conn.execute("INSERT INTO base VALUES (9, 'no')")
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
                 conn.execute("CREATE TABLE durable_no (a int)")
+            with (
+                psycopg.connect(old.conninfo(), autocommit=True) as on_old,
+                pytest.raises(psycopg.errors.UndefinedTable),
+            ):
+                on_old.execute("SELECT * FROM ro_scratch")
+            # promotion keeps the session's temporary table; now durable writes work too
+            port = new.internal_http_port
+            post(port, "/api/leader/promote", b"")
+            wait_for("ReadyToPromote", lambda: leader_status(new) != "Initializing", new)
+            code, _headers, body = post(port, "/api/leader/promote", b"")
+            assert code == 200, body
+            wait_for("IsLeader", lambda: leader_status(new) == "IsLeader", new)
+            conn.execute("INSERT INTO base VALUES (3, 'b3')")
+            conn.execute("INSERT INTO ro_scratch VALUES (2, 'w2')")
+            rows = conn.execute(
+                "SELECT s.k, b.v FROM ro_scratch s JOIN base b USING (k) ORDER BY 1"
+            ).fetchall()
+            assert rows == [(1, "b1"), (2, "b2"), (3, "b3")]
             conn.execute("DROP TABLE ro_scratch")
-        with (
-            psycopg.connect(old.conninfo(), autocommit=True) as conn,
-            pytest.raises(psycopg.errors.UndefinedTable),
-        ):
-            conn.execute("SELECT * FROM ro_scratch")
     finally:
         new.stop()
         old.stop()
