@@ -10,6 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from twinstream.adapter.names import CatalogIndex, ItemRef
+from twinstream.adapter.temporary import temp_schema
+from twinstream.adapter.vars import SessionVars
+from twinstream.catalog.state import CatalogState
 from twinstream.testing.clients import leader_status, post, wait_for
 from twinstream.testing.environmentd import EnvironmentdProcess, environmentd_process
 
@@ -223,3 +227,43 @@ def test_read_only_generation_allows_temporary_tables(tmp_path: Path) -> None:
     finally:
         new.stop()
         old.stop()
+
+
+def test_index_resolution_is_per_session() -> None:
+    """Pure: the name index keeps sessions' temporary schemas apart and ignores durable
+    temporary rows written by older builds."""
+    state = CatalogState(
+        {
+            ("database", "u1"): {"name": "db"},
+            ("schema", "u1"): {"name": "public", "database_id": "u1"},
+            ("item", "u1"): {"name": "t", "schema_id": "u1", "type": "table"},
+            ("item", "u2"): {
+                "name": "legacy",
+                "schema_id": "u1",
+                "type": "table",
+                "temporary_session": 3,
+            },
+        }
+    )
+    mine = ItemRef("t1", "db", temp_schema(1), "t", {"type": "table", "temporary_session": 1})
+    index = CatalogIndex(state, {"t1": mine})
+    assert index.resolve_item(["legacy"], "db", ["public"]) is None
+    one, two = SessionVars(), SessionVars()
+    one.temp_schema, two.temp_schema = temp_schema(1), temp_schema(2)
+    assert one.search_path() == [temp_schema(1), "public"]
+    resolved_one = index.resolve_item(["t"], "db", one.search_path())
+    resolved_two = index.resolve_item(["t"], "db", two.search_path())
+    assert resolved_one is not None and resolved_one.id == "t1"
+    assert resolved_two is not None and resolved_two.id == "u1"
+    for schema in ("pg_temp", "mz_temp", temp_schema(1)):
+        found = index.resolve_item([schema, "t"], "db", one.search_path())
+        assert found is not None and found.id == "t1"
+        assert index.resolve_item([schema, "t"], "db", two.search_path()) is None
+    # naming another session's schema in search_path does not make it searched
+    two.set("search_path", f"{temp_schema(1)}, public")
+    assert two.search_path() == [temp_schema(2), "public"]
+    # pg_temp named explicitly later in the path: temporary items lose to public
+    one.set("search_path", "public, pg_temp")
+    assert one.search_path() == ["public", temp_schema(1)]
+    resolved = index.resolve_item(["t"], "db", one.search_path())
+    assert resolved is not None and resolved.id == "u1"
