@@ -340,10 +340,5 @@ def test_ddl_during_catch_up_is_adopted_in_place(data_dir: Path) -> None:
     catch_up_with_ddl(data_dir, temporary=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter bug: CREATE TEMPORARY TABLE makes an ordinary durable table (public schema, "
-    "visible to every session), so the new generation mirrors it",
-)
 def test_temporary_tables_are_not_mirrored(data_dir: Path) -> None:
     catch_up_with_ddl(data_dir, temporary=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from twinstream.adapter.mviews import MaterializedViews, output_shard_id
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
+from twinstream.adapter.temporary import TEMP_ID_PREFIX, is_temporary_id, temp_schema
 from twinstream.catalog import DurableCatalog, Transaction
 from twinstream.clock import Clock
 from twinstream.compute.replica import LocalReplica
@@ -84,7 +86,12 @@ class Coordinator:
         self.clock = clock
         self.config = config or CoordinatorConfig()
         self.engine = QueryEngine()
-        self.index = CatalogIndex(catalog.state)
+        #: Temporary items (id -> ref): in memory only, never in the durable catalog.
+        self.temporary: dict[str, ItemRef] = {}
+        self._temp_ids = itertools.count(1)
+        #: (database, schema) of the engine schemas made for temporary items.
+        self._temp_schemas: set[tuple[str, str]] = set()
+        self.index = CatalogIndex(catalog.state, self.temporary)
         self.read_barrier = ReadBarrier(
             lambda: self.oracle.read_ts(),
             lambda: self.committer.stats.last_ts,
@@ -206,7 +213,7 @@ class Coordinator:
         """Adopt another open of the catalog in place (DDL check, promotion): install items
         that appeared, remove those that went. Returns the ids of installed items."""
         old = self.index
-        new = CatalogIndex(catalog.state)
+        new = CatalogIndex(catalog.state, self.temporary)
         self.catalog = catalog
         self.index = new
         for db_id, name in new.database_names.items():
@@ -470,9 +477,12 @@ class Coordinator:
         if out is not None:
             await out
         await self.catalog.commit(txn)
-        self.index = CatalogIndex(self.catalog.state)
-        self.system.refresh(self.index, self.sessions)
+        self._reindex()
         await self._sync_compute()
+
+    def _reindex(self) -> None:
+        self.index = CatalogIndex(self.catalog.state, self.temporary)
+        self.system.refresh(self.index, self.sessions)
 
     @contextlib.asynccontextmanager
     async def ddl(self) -> Any:
@@ -570,6 +580,50 @@ class Coordinator:
             await self._install_item(ref, load=False)
             return ref
 
+    async def create_temp_item(
+        self,
+        conn_id: int,
+        database: str,
+        name: str,
+        value: dict[str, Any],
+        *,
+        if_not_exists: bool = False,
+        or_replace: bool = False,
+    ) -> ItemRef | None:
+        """Create a temporary table or view of session `conn_id`: in memory and in the
+        engine only (no catalog transaction, no shard), so it works read-only too."""
+        assert value["type"] in ("table", "view"), value["type"]
+        async with self._ddl_lock:
+            self.index.require_database(database)
+            schema = temp_schema(conn_id)
+            existing = self.index.items.get((database, schema, name))
+            if existing is not None:
+                if if_not_exists:
+                    return None
+                if not (or_replace and existing.type == value["type"]):
+                    raise AdapterError(E.DUPLICATE_TABLE, f'relation "{name}" already exists')
+                if self.index.dependents(existing.id):
+                    raise AdapterError(
+                        E.DEPENDENT_OBJECTS,
+                        f'cannot replace "{name}" because other objects depend on it',
+                    )
+                del self.temporary[existing.id]
+                await self._uninstall(existing)
+            item_id = f"{TEMP_ID_PREFIX}{next(self._temp_ids)}"
+            full = dict(value, name=name, temporary_session=conn_id)
+            ref = ItemRef(item_id, database, schema, name, full)
+            if (database, schema) not in self._temp_schemas:
+                self.engine.create_schema(database, schema)
+                self._temp_schemas.add((database, schema))
+            if ref.type == "table":
+                cols = [(c["name"], c["type"]) for c in ref.columns]
+                self.engine.create_table(database, schema, name, cols)
+            else:
+                self.engine.create_view(database, schema, name, ref.value["duck_sql"])
+            self.temporary[item_id] = ref
+            self._reindex()
+            return ref
+
     async def create_items(
         self,
         database: str,
@@ -659,18 +713,37 @@ class Coordinator:
             if not to_drop:
                 return
 
+            durable = [r for r in to_drop.values() if not is_temporary_id(r.id)]
+
             def build(txn: Transaction) -> None:
-                for ref in to_drop.values():
+                for ref in durable:
                     txn.delete("item", ref.id)
                     txn.audit(
                         "drop", ref.type, {"name": ref.fq(), "id": ref.id}, self.clock.now_ms()
                     )
 
             order = list(to_drop.values())
-            await self._commit(build)
+            for ref in order:  # temporary items: memory only (a read-only generation too)
+                self.temporary.pop(ref.id, None)
+            if durable:
+                await self._commit(build)
+            else:
+                self._reindex()
             for ref in reversed(order):
                 with contextlib.suppress(Exception):
                     await self._uninstall(ref)
+
+    async def drop_session_temporaries(self, conn_id: int) -> None:
+        """A session ended: drop its temporary items (and whatever depends on them) and
+        its temporary schemas in the engine."""
+        own = [r for r in self.temporary.values() if r.value.get("temporary_session") == conn_id]
+        if own:
+            await self.drop_items(own, cascade=True)
+        schema = temp_schema(conn_id)
+        for database in [d for d, s in self._temp_schemas if s == schema]:
+            self._temp_schemas.discard((database, schema))
+            with contextlib.suppress(Exception):
+                self.engine.drop_schema(database, schema)
 
     async def drop_schema(self, database: str, name: str, *, cascade: bool) -> None:
         s_id = self.index.require_schema(database, name)
@@ -828,7 +901,26 @@ class Coordinator:
         return lock
 
     async def write(self, writes: dict[str, list[tuple[Row, Diff]]]) -> int:
-        """Durably apply (row, diff) changes to tables (keyed by item id); returns the ts."""
+        """Durably apply (row, diff) changes to tables (keyed by item id); returns the ts.
+
+        Temporary tables have no shard: their changes go to the engine once the durable
+        part (if any) committed, and need no writable generation."""
+        temp = {i: rows for i, rows in writes.items() if is_temporary_id(i)}
+        if temp:
+            for item_id in temp:
+                if item_id not in self.temporary:
+                    raise AdapterError(E.UNDEFINED_TABLE, f"table {item_id} no longer exists")
+            durable = {i: rows for i, rows in writes.items() if i not in temp}
+            reservation = self.keys.reserve(self.index, temp)  # 23505 on a duplicate key
+            try:
+                ts = await self.write(durable) if durable else await self.read_timestamp()
+                for item_id, rows in temp.items():
+                    ref = self.temporary[item_id]
+                    table = fqn(ref.database, ref.schema, ref.name)
+                    self.engine.apply(table, len(ref.columns), _consolidate(rows))
+                return ts
+            finally:
+                self.keys.release(reservation)
         self._check_writable()
         by_shard: TableWrites = {}
         for item_id, rows in writes.items():

@@ -11,6 +11,7 @@ from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.indexes import check_indexable, key_columns
 from twinstream.adapter.mviews import lower_for_create, mirror_type
 from twinstream.adapter.names import ItemRef
+from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temporary_id
 from twinstream.adapter.types import lookup
 from twinstream.deployment.params import ParamError
 from twinstream.deployment.params import validate as validate_param
@@ -82,8 +83,37 @@ def _cluster_id(s: AdapterSession, name: str | None) -> str:
     return c_id
 
 
+def _wants_temporary(name: ast.QualifiedName, temporary: bool) -> bool:
+    """CREATE TEMPORARY, or a plain CREATE into `mz_temp`/`pg_temp` (as in PostgreSQL)."""
+    if name.schema is not None and name.schema in TEMP_SCHEMA_ALIASES:
+        return True
+    if temporary and name.schema is not None:
+        raise AdapterError("42P16", "cannot create temporary relation in non-temporary schema")
+    return temporary
+
+
+def _only_temporary(s: AdapterSession, stmt: ast.Statement) -> bool:
+    """The statement creates or drops temporary items only (nothing durable)."""
+    if isinstance(stmt, ast.CreateTable | ast.CreateView):
+        return _wants_temporary(stmt.name, stmt.temporary)
+    if isinstance(stmt, ast.Drop) and stmt.object_type in _ITEM_TYPES:
+        path = s.vars.search_path()
+        refs = [s.coord.index.resolve_item(n.parts, s.database, path) for n in stmt.names]
+        return all(r is not None and is_temporary_id(r.id) for r in refs)
+    return False
+
+
+def _refuse_temporary_inputs(deps: list[ItemRef], what: str) -> None:
+    for dep in deps:
+        if is_temporary_id(dep.id):
+            raise AdapterError(
+                E.FEATURE_NOT_SUPPORTED,
+                f'{what} cannot depend on temporary {dep.type} "{dep.name}"',
+            )
+
+
 async def execute_ddl(s: AdapterSession, stmt: ast.Statement, sql: str) -> str:
-    if s.coord.config.read_only:
+    if s.coord.config.read_only and not _only_temporary(s, stmt):
         raise E.read_only_error()
     coord = s.coord
     owner = _owner(s)
@@ -183,9 +213,14 @@ async def _create_table(s: AdapterSession, stmt: ast.CreateTable, sql: str, owne
             if stored["name"] in primary_key["columns"]:
                 stored["nullable"] = False
         value["primary_key"] = primary_key
-    if stmt.temporary:
-        value["temporary_session"] = s.conn_id
-    ref = await s.coord.create_item(database, schema, name, value, if_not_exists=stmt.if_not_exists)
+    if _wants_temporary(stmt.name, stmt.temporary):
+        ref = await s.coord.create_temp_item(
+            s.conn_id, database, name, value, if_not_exists=stmt.if_not_exists
+        )
+    else:
+        ref = await s.coord.create_item(
+            database, schema, name, value, if_not_exists=stmt.if_not_exists
+        )
     if ref is None:
         s.ctx.notice(f'relation "{name}" already exists, skipping')
     return "CREATE TABLE"
@@ -218,6 +253,8 @@ async def _create_view(
 ) -> str:
     database, schema, name = _place(s, stmt.name)
     is_mv = isinstance(stmt, ast.CreateMaterializedView)
+    if is_mv and schema in TEMP_SCHEMA_ALIASES:
+        raise AdapterError(E.FEATURE_NOT_SUPPORTED, "materialized views cannot be temporary")
     if is_mv:
         # Lower first: an unsupported construct is 0A000 and nothing is created.
         lowered, lowered_names = lower_for_create(
@@ -253,16 +290,31 @@ async def _create_view(
             {"name": n, "type": mirror_type(t), "nullable": True}
             for n, t in zip(stmt.columns or lowered.columns, lowered.types, strict=True)
         ]
-    if isinstance(stmt, ast.CreateView) and stmt.temporary:
-        value["temporary_session"] = s.conn_id
-    ref = await s.coord.create_item(
-        database,
-        schema,
-        name,
-        value,
-        if_not_exists=stmt.if_not_exists,
-        or_replace=stmt.or_replace,
-    )
+    temporary = isinstance(stmt, ast.CreateView) and _wants_temporary(stmt.name, stmt.temporary)
+    if is_mv:
+        _refuse_temporary_inputs(plan.dependencies, "a materialized view")
+    elif not temporary and any(is_temporary_id(d.id) for d in plan.dependencies):
+        # PostgreSQL: a view over a temporary relation is itself temporary
+        s.ctx.notice(f'view "{name}" will be a temporary view')
+        temporary = True
+    if temporary:
+        ref = await s.coord.create_temp_item(
+            s.conn_id,
+            database,
+            name,
+            value,
+            if_not_exists=stmt.if_not_exists,
+            or_replace=stmt.or_replace,
+        )
+    else:
+        ref = await s.coord.create_item(
+            database,
+            schema,
+            name,
+            value,
+            if_not_exists=stmt.if_not_exists,
+            or_replace=stmt.or_replace,
+        )
     if ref is None:
         s.ctx.notice(f'relation "{name}" already exists, skipping')
     return "CREATE MATERIALIZED VIEW" if is_mv else "CREATE VIEW"
@@ -270,6 +322,7 @@ async def _create_view(
 
 async def _create_index(s: AdapterSession, stmt: ast.CreateIndex, sql: str, owner: str) -> str:
     on = s.resolve(stmt.on)
+    _refuse_temporary_inputs([on], "an index")
     if on.type not in ("table", "view", "materialized_view", "source"):
         raise AdapterError(E.WRONG_OBJECT_TYPE, f'cannot create an index on {on.type} "{on.name}"')
     keys = [k.sql(dialect="postgres") for k in stmt.keys]

@@ -32,6 +32,7 @@ from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.names import SYSTEM_SCHEMAS, CatalogIndex, ItemRef
+from twinstream.adapter.temporary import is_temporary_id
 from twinstream.adapter.types import lookup
 from twinstream.compute.lower import Lowered, LoweringError, Relation, Unsupported, View, lower
 from twinstream.controller.compute import ComputeController
@@ -72,6 +73,11 @@ def lower_for_create(
         ref = index.resolve_item(parts, database, search_path)
         if ref is None:
             return None
+        if is_temporary_id(ref.id):  # no shard: a dataflow cannot read it
+            raise AdapterError(
+                "0A000",
+                f'maintained dataflows cannot depend on temporary {ref.type} "{ref.name}"',
+            )
         names.append([*parts, ref.id])
         return _relation_or_view(ref)
 

@@ -6,7 +6,7 @@ A pure index rebuilt from `CatalogState` whenever the catalog changes (the catal
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from twinstream.adapter.errors import (
     UNDEFINED_TABLE,
     AdapterError,
 )
+from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temp_schema, is_temporary
 from twinstream.catalog.state import CatalogState
 
 #: Schemas that exist in every database and are not in the catalog (served by DuckDB/us).
@@ -46,7 +47,10 @@ _versions = itertools.count(1)
 
 
 class CatalogIndex:
-    def __init__(self, state: CatalogState) -> None:
+    """`temporary`: the coordinator's in-memory temporary items (never in `state`), indexed
+    like durable ones under their session's temporary schema."""
+
+    def __init__(self, state: CatalogState, temporary: Mapping[str, ItemRef] | None = None) -> None:
         self.state = state
         #: Distinct per index instance: plans cached against an older index are stale.
         self.version = next(_versions)
@@ -67,11 +71,17 @@ class CatalogIndex:
         self.items_by_id: dict[str, ItemRef] = {}
         for i_id, v in state.items().items():
             loc = self.schema_names.get(v.get("schema_id", ""))
-            if loc is None:
-                continue
+            if loc is None or is_temporary(v):
+                continue  # a durable temporary item: written by older builds, its session is gone
             ref = ItemRef(i_id, loc[0], loc[1], v["name"], v)
             self.items[(loc[0], loc[1], v["name"])] = ref
             self.items_by_id[i_id] = ref
+        #: (database, schema) of the temporary schemas that hold items.
+        self.temp_schemas: set[tuple[str, str]] = set()
+        for ref in (temporary or {}).values():
+            self.items[(ref.database, ref.schema, ref.name)] = ref
+            self.items_by_id[ref.id] = ref
+            self.temp_schemas.add((ref.database, ref.schema))
         self.clusters: dict[str, str] = {v["name"]: k for k, v in state.entries("cluster").items()}
         self.replicas: dict[tuple[str, str], str] = {}
         cluster_names = {k: v["name"] for k, v in state.entries("cluster").items()}
@@ -96,7 +106,17 @@ class CatalogIndex:
     def resolve_item(
         self, parts: Sequence[str], database: str, search_path: Sequence[str]
     ) -> ItemRef | None:
-        """`name`, `schema.name` or `db.schema.name`; None if nothing by that name exists."""
+        """`name`, `schema.name` or `db.schema.name`; None if nothing by that name exists.
+
+        A temporary schema is reachable only from its own session (the one whose search_path
+        holds it), by its aliases `mz_temp`/`pg_temp` or its own name."""
+        if len(parts) >= 2:
+            schema = parts[-2]
+            if schema in TEMP_SCHEMA_ALIASES or is_temp_schema(schema):
+                own = next((p for p in search_path if is_temp_schema(p)), None)
+                if own is None or (is_temp_schema(schema) and schema != own):
+                    return None
+                parts = [*parts[:-2], own, parts[-1]]
         if len(parts) == 3:
             return self.items.get((parts[0], parts[1], parts[2]))
         if len(parts) == 2:

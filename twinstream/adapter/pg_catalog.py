@@ -38,6 +38,7 @@ from sqlglot import exp
 
 from twinstream.adapter.errors import UNDEFINED_OBJECT, UNDEFINED_TABLE, AdapterError
 from twinstream.adapter.names import CatalogIndex, ItemRef
+from twinstream.adapter.temporary import is_temp_schema
 from twinstream.adapter.types import lookup as lookup_type
 
 if TYPE_CHECKING:
@@ -1624,6 +1625,10 @@ def _database_rows(
             continue
         nsp_oids[schema] = schema_oid(s_id)
         nsp_owner[schema] = _owner(index, index.state.entries("schema").get(s_id, {}), db_owner)
+    for ref in index.items_by_id.values():  # temporary schemas holding items (PostgreSQL too)
+        if ref.database == database and is_temp_schema(ref.schema):
+            nsp_oids[ref.schema] = schema_oid(ref.schema)
+            nsp_owner[ref.schema] = db_owner
     for name, oid in nsp_oids.items():
         out.add("pg_namespace", (database, oid, name, nsp_owner[name], None))
         owner_name = role_names.get(nsp_owner[name], "")
@@ -1731,6 +1736,8 @@ def _relation_rows(
             _primary_key_rows(out, database, rel)
         return
     table_type = {"r": "BASE TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"}[kind]
+    if kind == "r" and rel.persistence == "t":
+        table_type = "LOCAL TEMPORARY"
     insertable = "YES" if kind == "r" and rel.schema not in SYSTEM_NAMESPACES else "NO"
     out.add(
         "tables",
@@ -2062,13 +2069,18 @@ class PgContext:
         return out
 
     def effective_path(self) -> list[str]:
-        """current_schemas(true): pg_catalog first unless the path names it."""
+        """current_schemas(true): the session's temporary schema if it holds items (searched
+        implicitly, as in PostgreSQL), then pg_catalog first unless the path names it."""
         path = self.schemas()
-        return path if "pg_catalog" in path else ["pg_catalog", *path]
+        path = path if "pg_catalog" in path else ["pg_catalog", *path]
+        temp = [s for s in self.search_path if (self.database, s) in self.index.temp_schemas]
+        return [*temp[:1], *path]
 
     def namespace_oid(self, schema: str) -> int | None:
         if schema in SYSTEM_NAMESPACES:
             return SYSTEM_NAMESPACES[schema]
+        if is_temp_schema(schema):
+            return schema_oid(schema)
         s_id = self.index.schemas.get((self.database, schema))
         return None if s_id is None else schema_oid(s_id)
 

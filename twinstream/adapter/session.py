@@ -42,6 +42,7 @@ from twinstream.adapter.show import execute_show
 from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe
 from twinstream.adapter.subscribe_compute import ComputeSubscribePlan, plan_compute_subscribe
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
+from twinstream.adapter.temporary import is_temporary_id, temp_schema
 from twinstream.adapter.types import oid_of, oid_of_name
 from twinstream.adapter.vars import SessionVars, canonical
 from twinstream.catalog import FenceError
@@ -238,6 +239,7 @@ class AdapterSession(Session):
         self.ctx = ctx
         self.conn_id = next(_conn_ids)
         self.vars = SessionVars()
+        self.vars.temp_schema = temp_schema(self.conn_id)
         self.txn = Txn()
         self.cursor = coord.engine.cursor()
         self.cursors: dict[str, SqlCursor] = {}
@@ -275,14 +277,8 @@ class AdapterSession(Session):
             await sub.close()
         self.subscriptions.clear()
         self._end_txn()
-        temporary = [
-            r
-            for r in self.coord.index.items_by_id.values()
-            if r.value.get("temporary_session") == self.conn_id
-        ]
-        if temporary and not self.coord.config.read_only:
-            with contextlib.suppress(Exception):
-                await self.coord.drop_items(temporary, cascade=True)
+        with contextlib.suppress(Exception):
+            await self.coord.drop_session_temporaries(self.conn_id)
         self.coord.unregister_session(self.conn_id)
         with contextlib.suppress(Exception):
             self.cursor.close()
@@ -505,6 +501,8 @@ class AdapterSession(Session):
                     self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="RESET")
         if isinstance(stmt, ast.Discard):
+            if stmt.target in ("all", "temp"):  # PostgreSQL: drops temporary tables too
+                await self.coord.drop_session_temporaries(self.conn_id)
             self._end_txn()
             self.vars.reset_all()
             self._set_var("timezone", None)
@@ -736,14 +734,15 @@ class AdapterSession(Session):
     async def _dml(
         self, stmt: ast.Insert | ast.Update | ast.Delete, params: list[object]
     ) -> QueryResult:
-        if self.coord.config.read_only:
+        ref = self.resolve(stmt.table)
+        # a temporary table touches nothing durable: writable in a read-only generation too
+        if self.coord.config.read_only and not is_temporary_id(ref.id):
             raise E.read_only_error()
         if self.txn.explicit and self.txn.kind == "read":
             raise AdapterError(
                 E.INVALID_TRANSACTION_STATE,
                 "transaction in read-only mode: a transaction either reads or writes tables",
             )
-        ref = self.resolve(stmt.table)
         engine, cur, index = self.coord.engine, self.cursor, self.coord.index
         db, path, system = self.database, self.vars.search_path(), SYSTEM_RELATIONS
         if isinstance(stmt, ast.Insert):
@@ -800,9 +799,9 @@ class AdapterSession(Session):
             return CopyOutStream(columns=result.columns, rows=result.rows, format=fmt)
         if not isinstance(target, ast.QualifiedName):
             raise AdapterError(E.SYNTAX_ERROR, "COPY FROM needs a table")
-        if self.coord.config.read_only:
-            raise E.read_only_error()
         ref = self.resolve(target)
+        if self.coord.config.read_only and not is_temporary_id(ref.id):
+            raise E.read_only_error()
         if ref.type != "table":
             raise AdapterError(E.WRONG_OBJECT_TYPE, f'cannot copy to {ref.type} "{ref.name}"')
         names = [c["name"] for c in ref.columns]

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.temporary import is_temp_schema
 from twinstream.adapter.vars import canonical
 from twinstream.deployment.params import PARAMS as ZERO_DOWNTIME_PARAMS
 from twinstream.deployment.params import default_text as default_param_text
@@ -65,7 +66,8 @@ def execute_show(s: AdapterSession, stmt: ast.Statement) -> tuple[list[Column], 
         if kind in _OBJECT_TYPES:
             want = _OBJECT_TYPES[kind]
             database = s.database
-            schema = s.vars.search_path()[0] if s.vars.search_path() else "public"
+            path = [p for p in s.vars.search_path() if not is_temp_schema(p)]
+            schema = path[0] if path else "public"
             if stmt.from_ is not None:
                 parts = stmt.from_.parts
                 if len(parts) == 2:

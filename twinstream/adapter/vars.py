@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twinstream.adapter.errors import INVALID_PARAMETER_VALUE, UNDEFINED_PARAMETER, AdapterError
+from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temp_schema
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def canonical(name: str) -> str:
 class SessionVars:
     def __init__(self) -> None:
         self._values: dict[str, str] = {}
+        #: The session's temporary schema (engine name), searched first; see search_path.
+        self.temp_schema: str | None = None
 
     def get(self, name: str) -> str:
         key = canonical(name)
@@ -109,7 +112,16 @@ class SessionVars:
         return None
 
     def search_path(self) -> list[str]:
-        return [p.strip().strip('"') for p in self.get("search_path").split(",") if p.strip()]
+        """The schemas names resolve in: the session's temporary schema first (as in
+        PostgreSQL) unless the path names `pg_temp`/`mz_temp` somewhere else."""
+        path = [p.strip().strip('"') for p in self.get("search_path").split(",") if p.strip()]
+        # another session's temporary schema is never searched
+        path = [p for p in path if not is_temp_schema(p) or p == self.temp_schema]
+        if self.temp_schema is None:
+            return path
+        if any(p in TEMP_SCHEMA_ALIASES for p in path):
+            return [self.temp_schema if p in TEMP_SCHEMA_ALIASES else p for p in path]
+        return [self.temp_schema, *path]
 
     def all(self) -> list[tuple[str, str]]:
         return [(k, self.get(k)) for k in sorted(VARS)]
