@@ -145,6 +145,15 @@ async def test_read_only_generation_hydrates_views_then_writes_them(tmp_path: Pa
                 "SELECT hydrated FROM mz_catalog.mz_hydration_statuses WHERE object_id = %s",
                 ids["mv"],
             )
+        # Catch-up progress for `twinstream upgrade` and /metrics: every collection hydrated.
+        code, body = http(new.internal_http_port, "GET", "/api/deployment/progress")
+        assert code == 200, body
+        prog = json.loads(body)
+        assert prog["collections"] >= 2 and prog["hydrated"] == prog["collections"], prog
+        assert prog["hydrated_pct"] == 100.0
+        assert set(prog["clusters"]) >= {"(tables)", "quickstart"}, prog
+        code, body = http(new.internal_http_port, "GET", "/metrics")
+        assert code == 200 and "twinstream_collection_hydrated{" in body, body
         writer.stop.set()
         writer.join(timeout=30)
         assert writer.error is None, writer.error

@@ -33,7 +33,8 @@ from twinstream.catalog import (
 )
 from twinstream.clock import SYSTEM_CLOCK, Clock
 from twinstream.controller.replica_processes import ReplicaProcesses, process_name
-from twinstream.deployment.caught_up import ReplicaHealth
+from twinstream.deployment import progress as catch_up
+from twinstream.deployment.caught_up import CollectionFrontiers, ReplicaHealth
 from twinstream.deployment.http_api import leader_routes
 from twinstream.deployment.params import resolve as resolve_params
 from twinstream.deployment.promotion import CaughtUpFeeds, run_promotion
@@ -325,6 +326,7 @@ async def _start_internal_http(
             up = 1 if svc.address() is not None else 0
             lines.append(f'twinstream_replica_process_up{{name="{svc.name}"}} {up}')
             lines.append(f'twinstream_replica_process_restarts{{name="{svc.name}"}} {svc.restarts}')
+        lines += catch_up.metric_lines(last_collections)  # as of the last progress request
         return "\n".join(lines) + "\n"
 
     leader_routes(
@@ -334,6 +336,17 @@ async def _start_internal_http(
         ready=lambda: coord.ready.is_set(),
         metrics=metrics,
     )
+    last_collections: list[CollectionFrontiers] = []
+
+    async def progress_route(_request: web.Request) -> web.Response:
+        if not coord.ready.is_set():
+            return web.json_response({"collections": 0, "hydrated": 0, "clusters": {}})
+        cols = await catch_up.collections(coord)
+        last_collections[:] = cols
+        names = {cid: name for name, cid in coord.index.clusters.items()}
+        return web.json_response(catch_up.summarize(cols, names))
+
+    app.router.add_get("/api/deployment/progress", progress_route)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.internal_http_listen[0], config.internal_http_listen[1])

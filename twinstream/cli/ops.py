@@ -150,8 +150,17 @@ def _progress_table(status: dict[str, Any], elapsed: float | None) -> Table:
     table.add_column("generation")
     table.add_column("status")
     table.add_column("restarts", justify="right")
+    table.add_column("hydrated", justify="right")
+    table.add_column("lag per cluster")
     for gen, info in sorted(status.get("generations", {}).items()):
-        table.add_row(gen, str(info.get("status")), str(info.get("restarts")))
+        hydrated, lags = "", ""
+        prog = info.get("progress")
+        if prog:
+            hydrated = f"{prog['hydrated']}/{prog['collections']} ({prog['hydrated_pct']:.0f}%)"
+            lags = ", ".join(
+                f"{name}: {c['max_lag_ms']} ms" for name, c in sorted(prog["clusters"].items())
+            )
+        table.add_row(gen, str(info.get("status")), str(info.get("restarts")), hydrated, lags)
     events = status.get("events") or []
     if events:
         last = events[-1]

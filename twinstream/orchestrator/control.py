@@ -81,7 +81,12 @@ class ControlServer:
             state = "unknown"
             with contextlib.suppress(Exception):
                 state = await self.orch.status(gen)
+            progress = None
+            if state in ("Initializing", "ReadyToPromote", "Promoting"):
+                with contextlib.suppress(Exception):
+                    progress = await self.orch.progress(gen)
             generations[str(gen)] = {
+                "progress": progress,
                 "status": state,
                 "restarts": gp.restarts,
                 "pid": gp.pid,

@@ -20,6 +20,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -387,6 +388,15 @@ class Orchestrator:
         if gp is None or gp.endpoint is None:
             raise RolloutError(f"generation {generation} is not running")
         return gp.endpoint
+
+    async def progress(self, generation: int) -> dict[str, Any]:
+        """The generation's catch-up progress (deployment/progress.py): hydration, lag."""
+        ep = self._endpoint(generation)
+        http = await self._session()
+        url = f"http://127.0.0.1:{ep.internal_http_port}/api/deployment/progress"
+        async with http.get(url) as r:
+            body: dict[str, Any] = await r.json()
+            return body
 
     async def status(self, generation: int) -> str:
         ep = self._endpoint(generation)
