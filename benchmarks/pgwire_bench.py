@@ -5,7 +5,9 @@ in the same run, loads the same 1,000-row table into both, and measures with psy
 
 - point SELECT (`SELECT v FROM kv WHERE k = %s`, prepared) latency, one client: p50 / p99;
 - the same point SELECT on twinstream once `CREATE INDEX kv_k ON kv (k)` exists: answered
-  by a peek at the index's arrangement instead of DuckDB (`point_indexed_p50_ms`, ...);
+  by a peek at the index's arrangement instead of DuckDB (`point_indexed_p50_ms`, ...), and
+  unprepared (Parse on every execution, as clients that do not prepare send it:
+  `point_indexed_unprepared_p50_ms`);
 - single-row INSERT rate: one client in a loop (`insert_seq_per_s`) and 16 concurrent
   clients (`insert_per_s`, where twinstream's group commit batches them).
 
@@ -43,15 +45,15 @@ def _load(conninfo: str) -> None:
         conn.execute("CREATE TABLE w (writer int, n int)")
 
 
-def _point_queries(conninfo: str) -> list[float]:
+def _point_queries(conninfo: str, prepare: bool = True) -> list[float]:
     lat = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         for i in range(100):  # warm-up
-            conn.execute("SELECT v FROM kv WHERE k = %s", (i,), prepare=True).fetchone()
+            conn.execute("SELECT v FROM kv WHERE k = %s", (i,), prepare=prepare).fetchone()
         for i in range(POINT_QUERIES):
             t0 = time.perf_counter()
             row = conn.execute(
-                "SELECT v FROM kv WHERE k = %s", (i % ROWS,), prepare=True
+                "SELECT v FROM kv WHERE k = %s", (i % ROWS,), prepare=prepare
             ).fetchone()
             lat.append((time.perf_counter() - t0) * 1000)
             assert row == (f"value-{i % ROWS}",), row
@@ -102,6 +104,7 @@ def _run(opts: BenchOptions) -> dict[str, Any]:
             with psycopg.connect(env.conninfo(), autocommit=True) as conn:
                 conn.execute("CREATE INDEX kv_k ON kv (k)")
             indexed = sorted(_point_queries(env.conninfo()))
+            unprepared = sorted(_point_queries(env.conninfo(), prepare=False))
         with pg_server() as pg:
             opts.log("measuring PostgreSQL ...")
             theirs = _measure(pg.conninfo(), seconds)
@@ -110,6 +113,7 @@ def _run(opts: BenchOptions) -> dict[str, Any]:
         "point_p99_ms": round(ours["p99_ms"], 3),
         "point_indexed_p50_ms": round(statistics.median(indexed), 3),
         "point_indexed_p99_ms": round(indexed[int(len(indexed) * 0.99) - 1], 3),
+        "point_indexed_unprepared_p50_ms": round(statistics.median(unprepared), 3),
         "insert_per_s": round(ours["insert_per_s"], 1),
         "insert_seq_per_s": round(ours["insert_seq_per_s"], 1),
         "pg_point_p50_ms": round(theirs["p50_ms"], 3),

@@ -126,6 +126,23 @@ class _Shape:
     idx: ItemRef
     key_nodes: tuple[exp.Expr, ...] | None
     outputs: tuple[int, ...]
+    #: the key columns' types, in key order (what `_key_value` checks a value against)
+    key_types: tuple[str, ...]
+    #: the result's columns (built once per statement, not per execution)
+    columns: tuple[Column, ...]
+
+
+#: A matched fast-path query: its shape and the key to look up (None: the whole collection).
+_Key = tuple[_Shape, tuple[object, ...] | None]
+
+
+def _make_shape(
+    on: ItemRef, idx: ItemRef, key_nodes: tuple[exp.Expr, ...] | None, outputs: list[int]
+) -> _Shape:
+    cols = on.columns
+    key_types = tuple(str(cols[int(k)]["type"]) for k in idx.value.get("key_columns", ()))
+    columns = tuple(Column(str(cols[i]["name"]), oid_of(str(cols[i]["type"]))) for i in outputs)
+    return _Shape(on, idx, key_nodes, tuple(outputs), key_types, columns)
 
 
 #: (id(query), catalog version, database, search path) -> (query, shape): parsed statements
@@ -200,31 +217,27 @@ def _find_shape(s: AdapterSession, query: exp.Expr, path: tuple[str, ...]) -> _S
             continue
         key_cols = tuple(int(k) for k in idx.value.get("key_columns", ()))
         if not conds:
-            return _Shape(on, idx, None, tuple(outputs))
+            return _make_shape(on, idx, None, outputs)
         if set(conds) == set(key_cols):
-            return _Shape(on, idx, tuple(conds[c] for c in key_cols), tuple(outputs))
+            return _make_shape(on, idx, tuple(conds[c] for c in key_cols), outputs)
     return None
 
 
-def _match(
-    s: AdapterSession, query: exp.Expr, params: Sequence[object]
-) -> tuple[ItemRef, ItemRef, tuple[object, ...] | None, tuple[int, ...]] | None:
-    """(object, index, key or None, output column positions) if the fast path applies."""
+def _match(s: AdapterSession, query: exp.Expr, params: Sequence[object]) -> _Key | None:
+    """(shape, key or None) if the fast path applies."""
     shape = _shape(s, query)
     if shape is None or shape.idx.id not in s.coord.index_dataflows:
         return None
     if shape.key_nodes is None:
-        return shape.on, shape.idx, None, shape.outputs
-    key_cols = tuple(int(k) for k in shape.idx.value["key_columns"])
-    cols = shape.on.columns
+        return shape, None
     try:
         key = tuple(
-            _key_value(node, str(cols[c]["type"]), params)
-            for node, c in zip(shape.key_nodes, key_cols, strict=True)
+            _key_value(node, pg_type, params)
+            for node, pg_type in zip(shape.key_nodes, shape.key_types, strict=True)
         )
     except (LookupError, ValueError, AdapterError):
         return None
-    return shape.on, shape.idx, key, shape.outputs
+    return shape, key
 
 
 async def fast_select(
@@ -234,21 +247,23 @@ async def fast_select(
     m = _match(s, query, params)
     if m is None:
         return None
-    on, idx, key, outputs = m
+    shape, key = m
     coord = s.coord
+    idx_id = shape.idx.id
+    cluster_id = str(shape.idx.value["cluster_id"])
     for attempt in range(PEEK_RETRIES):
         ts = await coord.local_read_timestamp()
-        last_write = coord.table_write_ts.get(on.id)
-        if last_write is not None and last_write <= ts:
-            # Nothing was written to the table in (last_write, ts]: its contents at ts are
-            # those at any time since last_write until a newer write commits. Any time the
-            # index already has is no older than that, so read at the newest one (no wait
-            # for the index to see group commit's latest empty tick): a read may return a
-            # state newer than ts, never older.
-            f = await coord.compute.collection_frontier(idx.id)
-            ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
         try:
-            rows = await coord.compute.peek(str(idx.value["cluster_id"]), idx.id, ts, key)
+            replica, f = await coord.compute.peek_target(cluster_id, idx_id)
+            last_write = coord.table_write_ts.get(shape.on.id)
+            if f is not None and last_write is not None and last_write <= ts:
+                # Nothing was written to the table in (last_write, ts]: its contents at ts
+                # are those at any time since last_write until a newer write commits. Any
+                # time the replica already has is no older than that, so read at the newest
+                # one (no wait for the index to see group commit's latest empty tick): a
+                # read may return a state newer than ts, never older.
+                ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
+            rows = await replica.peek(idx_id, ts, key)
             break
         except PeekError as e:
             if e.code != "compacted" or attempt == PEEK_RETRIES - 1:
@@ -257,10 +272,9 @@ async def fast_select(
     else:  # pragma: no cover - the loop breaks or returns
         return None
     coord.index_peeks += 1
+    outputs = shape.outputs
     out: list[tuple[Any, ...]] = []
     for row, d in rows:
         projected = tuple(row[i] for i in outputs)
         out.extend([projected] * d)
-    cols = on.columns
-    columns = [Column(str(cols[i]["name"]), oid_of(str(cols[i]["type"]))) for i in outputs]
-    return QueryResult(columns=columns, rows=out)
+    return QueryResult(columns=list(shape.columns), rows=out)

@@ -233,6 +233,9 @@ def _described(plan: PlannedQuery, columns: list[tuple[str, int]]) -> list[Colum
     return out
 
 
+_Description = StatementDescription
+
+
 class AdapterSession(Session):
     def __init__(self, coord: Coordinator, ctx: ConnectionContext) -> None:
         self.coord = coord
@@ -246,6 +249,10 @@ class AdapterSession(Session):
         self.subscriptions: dict[str, SubscribeCursor] = {}
         self._parsed: dict[str, ast.Statement] = {}
         self._plans: dict[tuple[object, ...], tuple[exp.Expr, PlannedQuery]] = {}
+        #: like `_plans`, plus the given parameter types: a SELECT's description (a client
+        #: that does not prepare sends Parse, so a describe, on every execution; inferring
+        #: parameter types and asking DuckDB for the columns costs milliseconds)
+        self._descriptions: dict[tuple[object, ...], tuple[ast.Statement, _Description]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -404,8 +411,25 @@ class AdapterSession(Session):
     async def describe(self, sql: str, param_oids: Sequence[int]) -> StatementDescription:
         try:
             stmt = self._parse(sql)
+            if not isinstance(stmt, ast.Select):
+                oids = self._param_oids(stmt, param_oids)
+                return StatementDescription(oids, await self._columns_of(stmt, oids))
+            key = (
+                id(stmt),
+                self.coord.index.version,
+                self.database,
+                tuple(self.vars.search_path()),
+                tuple(param_oids),
+            )
+            cached = self._descriptions.get(key)
+            if cached is not None and cached[0] is stmt:
+                return cached[1]
             oids = self._param_oids(stmt, param_oids)
-            return StatementDescription(oids, await self._columns_of(stmt, oids))
+            desc = StatementDescription(oids, await self._columns_of(stmt, oids))
+            if len(self._descriptions) >= _PARSE_CACHE_MAX:
+                self._descriptions.clear()
+            self._descriptions[key] = (stmt, desc)
+            return desc
         except Exception as e:
             raise to_pg_error(e) from e
 

@@ -179,6 +179,13 @@ class LocalReplica:
             for id, coll in self._collections.items()
         }
 
+    async def frontier(self, id: str) -> CollectionFrontier | None:
+        coll = self._collections.get(id)
+        if coll is None:
+            return None
+        runner = coll.runner
+        return CollectionFrontier(runner.write_frontier, runner.hydrated.is_set(), runner.as_of)
+
     async def status(self) -> ReplicaStatus:
         return ReplicaStatus(
             name=self.name,

@@ -103,18 +103,40 @@ class ComputeController:
         for _spec, replica in self.cluster_replicas(entry[0]):
             await replica.allow_compaction(id, since)
 
+    async def peek_target(
+        self, cluster_id: str, id: str
+    ) -> tuple[ManagedReplica, CollectionFrontier | None]:
+        """The replica of the cluster a peek at `id` goes to (hydrated ones first) and the
+        collection's frontier over the cluster's replicas, as `collection_frontier` computes
+        it (one lookup per replica, not a map of every dataflow; asked on every index peek).
+        A reader never picks a time older than one another replica let an earlier reader
+        see: the peek waits for a lagging replica instead. Raises `PeekError`."""
+        replicas = self.cluster_replicas(cluster_id)
+        if not replicas:
+            raise PeekError("unknown", f"cluster {cluster_id} has no replica")
+        target = replicas[0][1]
+        found = False
+        fs: list[CollectionFrontier] = []
+        for _spec, replica in replicas:
+            f = await replica.frontier(id)
+            if f is None:
+                continue
+            fs.append(f)
+            if f.hydrated and not found:
+                target, found = replica, True
+        if not fs:
+            return target, None
+        as_ofs = [f.as_of for f in fs if f.as_of is not None]
+        return target, CollectionFrontier(
+            max(f.write_frontier for f in fs), found, min(as_ofs) if as_ofs else None
+        )
+
     async def peek(
         self, cluster_id: str, id: str, timestamp: int, key: tuple[object, ...] | None
     ) -> list[tuple[Row, Diff]]:
         """Peek an arranged collection on a replica of its cluster (hydrated ones first)."""
-        replicas = self.cluster_replicas(cluster_id)
-        if not replicas:
-            raise PeekError("unknown", f"cluster {cluster_id} has no replica")
-        for _spec, replica in replicas:
-            f = (await replica.frontiers()).get(id)
-            if f is not None and f.hydrated:
-                return await replica.peek(id, timestamp, key)
-        return await replicas[0][1].peek(id, timestamp, key)
+        replica, _f = await self.peek_target(cluster_id, id)
+        return await replica.peek(id, timestamp, key)
 
     # -- frontiers -----------------------------------------------------------------------------
 

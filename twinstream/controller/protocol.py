@@ -149,4 +149,9 @@ class Replica(Protocol):
         """Every dataflow's write frontier and hydration status."""
         ...
 
+    async def frontier(self, id: str) -> CollectionFrontier | None:
+        """`frontiers().get(id)`, without building the whole map (asked on every index
+        peek)."""
+        ...
+
     async def status(self) -> ReplicaStatus: ...

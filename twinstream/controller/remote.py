@@ -331,6 +331,9 @@ class RemoteReplica:
     async def frontiers(self) -> dict[str, CollectionFrontier]:
         return M.decode_frontiers(await self._call("frontiers"))
 
+    async def frontier(self, id: str) -> CollectionFrontier | None:
+        return (await self.frontiers()).get(id)
+
     async def try_frontiers(self, timeout_s: float) -> dict[str, CollectionFrontier] | None:
         """`frontiers()` over the current connection if there is one and it answers within
         `timeout_s`; None otherwise (never waits for a reconnect)."""

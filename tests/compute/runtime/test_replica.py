@@ -58,6 +58,9 @@ async def test_mv_dataflow_reconciles_and_reports_frontiers(store: Store) -> Non
                 await asyncio.sleep(0.01)
         as_of = (await replica.frontiers())["u1"].as_of
         assert as_of is not None
+        # the one-collection lookup the index fast path uses agrees with the full map
+        assert await replica.frontier("u1") == (await replica.frontiers())["u1"]
+        assert await replica.frontier("nope") is None
         out_upper = await client.open(OUT).upper()
         async with asyncio.timeout(30):
             while out_upper < tables.upper:
