@@ -22,7 +22,7 @@ from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.group_commit import GroupCommitter, TableWrites
 from twinstream.adapter.indexes import INDEX_HISTORY_MS, index_desc
-from twinstream.adapter.linearize import ReadBarrier
+from twinstream.adapter.linearize import NEW_LEADER_WAIT_S, ReadBarrier
 from twinstream.adapter.mviews import MaterializedViews, output_shard_id
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
@@ -96,13 +96,19 @@ class Coordinator:
             lambda: self.oracle.read_ts(),
             lambda: self.committer.stats.last_ts,
             lambda ts: self.committer.wait_committed(ts),
+            confirmed_at=lambda: self.committer.confirmed_at,
+            monotonic=clock.monotonic,
         )
         self.committer = GroupCommitter(
             oracle,
             catalog.confirm_leadership,
             on_commit=self._apply_commit,
             interval_s=self.config.timestamp_interval_s,
+            monotonic=clock.monotonic,
         )
+        #: When this coordinator was made: after the catalog open that fenced any predecessor
+        #: (see `_new_leader_wait`).
+        self._created_at = clock.monotonic()
         self.tables: dict[str, Shard] = {}  # item id -> shard
         self._holds: dict[str, CriticalReadHandle] = {}  # item id -> our critical read hold
         self.sessions: dict[int, SessionInfo] = {}
@@ -146,6 +152,7 @@ class Coordinator:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 if not self.config.read_only:
+                    await self._new_leader_wait(self._created_at)
                     self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
                 await self._bootstrap()
                 tg.create_task(self._frontier_loop(), name="compute-frontiers")
@@ -260,6 +267,7 @@ class Coordinator:
         4. stop following, take the critical read holds, start group commit.
         """
         assert self.config.read_only, "promote() on a coordinator that is already a leader"
+        fenced_at = self.clock.monotonic()
         await self.reconcile(writable)
         # Fenced the old generation (the writable open): our sinks may write now.
         await self.compute.allow_writes()
@@ -278,6 +286,7 @@ class Coordinator:
         self._follow_tasks.clear()
         self._followers.clear()
         assert self._tg is not None
+        await self._new_leader_wait(fenced_at)
         self._commit_task = self._tg.create_task(self.committer.run(), name="group-commit")
         async with asyncio.TaskGroup() as tg:  # concurrently; the registrations share commits
             holds = {i: tg.create_task(self._take_hold(s)) for i, s in self.tables.items()}
@@ -290,6 +299,14 @@ class Coordinator:
         self.config.read_only = False
         self._leader.set()
         await self.storage.promoted()
+
+    async def _new_leader_wait(self, fenced_at: float) -> None:
+        """Commit nothing until the fenced leader's read lease has surely expired
+        (`adapter/linearize.py`): it may still answer reads from its mirror until then, and
+        those must not miss a write we acknowledge. Usually already over at promotion."""
+        remaining = fenced_at + NEW_LEADER_WAIT_S - self.clock.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)  # a lease wait, not synchronization
 
     def _opaque(self) -> tuple[int, int]:
         token = self.catalog.token

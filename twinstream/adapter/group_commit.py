@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -72,8 +73,13 @@ class GroupCommitter:
         *,
         on_commit: Callable[[int, TableWrites], None] | None = None,
         interval_s: float = 0.1,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.oracle = oracle
+        self.monotonic = monotonic
+        #: When the last successful leadership confirmation *started* (monotonic seconds):
+        #: we were the leader at some instant after it (the read lease, adapter/linearize.py).
+        self.confirmed_at: float | None = None
         self.confirm_leadership = confirm_leadership
         self.on_commit = on_commit
         self.interval_s = interval_s
@@ -195,7 +201,9 @@ class GroupCommitter:
             for shard_id, rows in p.writes.items():
                 merged.setdefault(shard_id, []).extend(rows)
         try:
+            started = self.monotonic()
             await self.confirm_leadership()
+            self.confirmed_at = started
             shards = dict(self.shards)
             for r in regs:
                 shards[r.shard.shard_id] = r.shard
