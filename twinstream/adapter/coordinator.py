@@ -20,7 +20,7 @@ from twinstream.adapter.constraints import KeyGuard
 from twinstream.adapter.engine import QueryEngine, fqn
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.follower import TableFollower
-from twinstream.adapter.group_commit import GroupCommitter, TableWrites
+from twinstream.adapter.group_commit import CommitterShutDown, GroupCommitter, TableWrites
 from twinstream.adapter.indexes import INDEX_HISTORY_MS, index_desc
 from twinstream.adapter.linearize import NEW_LEADER_WAIT_S, ReadBarrier
 from twinstream.adapter.mviews import MaterializedViews, output_shard_id
@@ -28,7 +28,7 @@ from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
 from twinstream.adapter.temporary import TEMP_ID_PREFIX, is_temporary_id, temp_schema
-from twinstream.catalog import DurableCatalog, Transaction
+from twinstream.catalog import DurableCatalog, FenceError, Transaction
 from twinstream.clock import Clock
 from twinstream.compute.replica import LocalReplica
 from twinstream.controller.compute import (
@@ -361,6 +361,16 @@ class Coordinator:
             await self._install_item(ref, load=True)
         self.system.refresh(self.index, self.sessions)
 
+    async def _install_committed(self, ref: ItemRef) -> None:
+        """Install an item whose catalog commit already landed. If the process is being
+        fenced meanwhile (group commit stopped), the DDL is durable anyway — the successor
+        installs it from the catalog — so it must not fail with a retryable error: the balancer
+        would run it again there (found by the demo: `relation "ddl_t20" already exists`)."""
+        try:
+            await self._install_item(ref, load=False)
+        except (FenceError, CommitterShutDown) as e:
+            log.warning("%s is durable; not installed here (shutting down: %r)", ref.fq(), e)
+
     async def _install_item(self, ref: ItemRef, *, load: bool) -> None:
         """Create an item's engine objects (and for tables and source collections, mirror +
         group commit)."""
@@ -594,7 +604,7 @@ class Coordinator:
             if replaced is not None:
                 await self._uninstall(replaced)
             ref = self.index.items_by_id[new_id[0]]
-            await self._install_item(ref, load=False)
+            await self._install_committed(ref)
             return ref
 
     async def create_temp_item(
@@ -680,7 +690,7 @@ class Coordinator:
             await self._commit(build)
             refs = [self.index.items_by_id[i] for i in new_ids]
             for ref in refs:
-                await self._install_item(ref, load=False)
+                await self._install_committed(ref)
             return refs
 
     async def _uninstall(self, ref: ItemRef) -> None:
