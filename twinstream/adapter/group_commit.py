@@ -96,10 +96,11 @@ class GroupCommitter:
 
     async def write(self, writes: TableWrites) -> int:
         """Append rows to tables; returns the commit timestamp once it is durable."""
+        done = self._future()  # first: a stopped (fenced) loop answers retryably
         for shard_id in writes:
             if shard_id not in self.shards:
                 raise WriteFailed(f"table shard {shard_id} is not registered for writes")
-        return await self._enqueue_pending(_Pending(writes, self._future()))
+        return await self._enqueue_pending(_Pending(writes, done))
 
     async def register(self, shard: Shard) -> int:
         """Start advancing a (new) table's shard with every commit; returns the first commit ts
