@@ -123,3 +123,21 @@ async def test_bug_shutdown_fails_pending_writes_as_retryable(location: Location
         err = to_pg_error(CommitterShutDown("group commit stopped"))
         assert (err.sqlstate, err.severity) == ("57P01", "FATAL")
         assert await t.snapshot(await t.upper() - 1) == []
+
+
+async def test_bug_write_to_unregistered_table_after_stop_is_retryable(location: Location) -> None:
+    """Found by `twinstream demo`: a CREATE TABLE whose catalog commit landed just before the
+    fence reports success (it is durable; the successor installs it) but is never registered
+    here; the client's next INSERT must fail retryably (re-sent to the successor by the
+    balancer), not with XX000 "not registered"."""
+    async with leader(location) as env:
+
+        async def running() -> bool:
+            return env.committer.stats.commits > 0
+
+        await wait_for(running)  # the loop has started (and committed a tick)
+        env.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await env.task
+        with pytest.raises(CommitterShutDown):
+            await env.committer.write({"never-registered": [((1,), 1)]})
