@@ -246,15 +246,6 @@ class Coordinator:
         self.system.refresh(self.index, self.sessions)
         return [r.id for r in added]
 
-    async def hydrated(self) -> bool:
-        """Every table follower, materialized view and index (on some replica) hydrated."""
-        if not all(f.hydrated.is_set() for f in self._followers.values()):
-            return False
-        for item_id in [*self.mviews.mirrors, *self.index_dataflows]:
-            if not (await self.compute.collection_frontier(item_id)).hydrated:
-                return False
-        return True
-
     async def promote(self, writable: DurableCatalog) -> None:
         """Become the leader in place. `writable` is the catalog opened writable (which
         fenced the old generation). Order matters:
