@@ -464,7 +464,8 @@ class Coordinator:
         output shards, so wait until those pass the read timestamp."""
         views = self.mviews.read_set(self.index, deps)
         if views:
-            await self.mviews.wait_readable(views, await self.read_timestamp())
+            upstream = self.mviews.computed_from(self.index, views)
+            await self.mviews.wait_readable(views, await self.read_timestamp(), errors_of=upstream)
 
     async def explain_timestamp(self, deps: list[ItemRef]) -> list[tuple[str]]:
         ts = await self.read_timestamp()
