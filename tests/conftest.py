@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 from collections.abc import Iterator
@@ -42,3 +43,20 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
         )
     url = request.getfixturevalue("pg_url")
     return Location("postgres", url, url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leaked_replica_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Safety net: `clusterd` processes outlive a crashed (kill -9) environmentd by design, so
+    at the end of the session any left under this session's tmp dirs are killed."""
+    yield
+    import os
+    import signal
+
+    from twinstream.testing.environmentd import replica_processes
+
+    base = tmp_path_factory.getbasetemp()
+    for clusterd_dir in base.rglob("clusterd"):
+        for pid in replica_processes(clusterd_dir.parent).values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -156,10 +156,33 @@ def test_view_on_view_and_drop(envd: EnvironmentdProcess) -> None:
             time.sleep(0.1)
 
 
+def replica_dataflows(envd: EnvironmentdProcess) -> list[str] | None:
+    """The dataflows the generation's replica process runs (None: replicas in-process)."""
+    import asyncio
+    import json
+
+    from twinstream.controller.remote import RemoteReplica
+
+    files = sorted((envd.data_dir / "clusterd").glob("*.json"))
+    if not files:
+        return None
+    info = json.loads(files[0].read_text())
+
+    async def ask() -> list[str]:
+        r = RemoteReplica(files[0].stem, ("127.0.0.1", int(info["port"])))
+        try:
+            return sorted((await r.status()).dataflows)
+        finally:
+            await r.close()
+
+    return asyncio.run(ask())
+
+
 def test_unsupported_view_creates_nothing(envd: EnvironmentdProcess) -> None:
     with connect(envd) as conn:
         p, _q = make_tables(conn)
         name = f"bad_{p}"
+        before = replica_dataflows(envd)
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="window functions"):
             conn.execute(
                 f"CREATE MATERIALIZED VIEW {name} AS SELECT a, row_number() OVER () FROM {p}"
@@ -171,6 +194,7 @@ def test_unsupported_view_creates_nothing(envd: EnvironmentdProcess) -> None:
         assert conn.execute(
             "SELECT count(*) FROM mz_catalog.mz_objects WHERE name = %s", (name,)
         ).fetchone() == (0,)
+        assert replica_dataflows(envd) == before  # no dataflow was started either
         # The name is free: a supported definition works.
         conn.execute(f"INSERT INTO {p} VALUES (1, 2)")
         conn.execute(f"CREATE MATERIALIZED VIEW {name} AS SELECT a + b AS c FROM {p}")

@@ -192,7 +192,8 @@ class Coordinator:
             await asyncio.sleep(PUBLISH_INTERVAL_S)
 
     async def _frontier_tick(self) -> None:
-        """Refresh mz_cluster_replica_frontiers / mz_hydration_statuses, let indexes forget
+        """Refresh mz_cluster_replica_frontiers / mz_hydration_statuses /
+        mz_cluster_replica_statuses, let indexes forget
         old history; the leader also publishes the frontiers durably
         (`controller/frontiers.py`)."""
         frontiers = await self.compute.frontiers()
@@ -202,6 +203,7 @@ class Coordinator:
         self.system.refresh_compute(
             sorted(rows),
             sorted((o, r, f.hydrated) for o, per in frontiers.items() for r, f in per.items()),
+            self.compute.statuses(),
         )
         for index_id in list(self.index_dataflows):
             per = frontiers.get(index_id, {})
@@ -464,7 +466,8 @@ class Coordinator:
         output shards, so wait until those pass the read timestamp."""
         views = self.mviews.read_set(self.index, deps)
         if views:
-            await self.mviews.wait_readable(views, await self.read_timestamp())
+            upstream = self.mviews.computed_from(self.index, views)
+            await self.mviews.wait_readable(views, await self.read_timestamp(), errors_of=upstream)
 
     async def explain_timestamp(self, deps: list[ItemRef]) -> list[tuple[str]]:
         ts = await self.read_timestamp()

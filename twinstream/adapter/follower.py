@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Sequence
+from typing import Protocol
 
-from twinstream.adapter.engine import QueryEngine
 from twinstream.persist import Progress, ReadBeforeSince, Shard, Updates
 from twinstream.persist.types import Diff, Row
 
@@ -23,8 +24,19 @@ log = logging.getLogger(__name__)
 EMPTY_TABLE_POLL_S = 0.05
 
 
+class MirrorTarget(Protocol):
+    """Where a follower puts what it reads: the query engine (`QueryEngine`), or a small
+    in-memory collection (a view's errors, `adapter/view_errors.py`)."""
+
+    def replace_contents(self, table: str, ncols: int, rows: Sequence[tuple[Row, Diff]]) -> None:
+        """Make the mirror exactly `rows` (a snapshot)."""
+
+    def apply(self, table: str, ncols: int, updates: Sequence[tuple[Row, Diff]]) -> None:
+        """Apply consolidated changes."""
+
+
 class TableFollower:
-    def __init__(self, engine: QueryEngine, shard: Shard, table_fqn: str, ncols: int) -> None:
+    def __init__(self, engine: MirrorTarget, shard: Shard, table_fqn: str, ncols: int) -> None:
         self.engine = engine
         self.shard = shard
         self.table_fqn = table_fqn

@@ -271,6 +271,9 @@ async def fast_select(
                 return None
     else:  # pragma: no cover - the loop breaks or returns
         return None
+    if coord.mviews.is_incremental(shape.on):
+        # The view's evaluation errors at the peek's time fail the read, as through the engine.
+        await coord.mviews.check_errors(coord.mviews.computed_from(coord.index, [shape.on]), ts)
     coord.index_peeks += 1
     outputs = shape.outputs
     out: list[tuple[Any, ...]] = []

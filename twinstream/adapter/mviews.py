@@ -14,6 +14,9 @@ and the output shard mirrored into the query engine for reads.
 - `wait_readable` is the read barrier: a read at timestamp T waits until every view it reads
   has mirrored its output past T (strict serializable: never older than an acknowledged
   write), or fails after `MV_READ_TIMEOUT_S` naming the view and how far it got.
+- Evaluation errors (`adapter/view_errors.py`): the dataflow writes its `$errors` collection
+  to the view's errors shard; a read at T fails with the error while the view, or a view it
+  is computed from, has one at T.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from twinstream.adapter.follower import TableFollower
 from twinstream.adapter.names import SYSTEM_SCHEMAS, CatalogIndex, ItemRef
 from twinstream.adapter.temporary import is_temporary_id
 from twinstream.adapter.types import lookup
+from twinstream.adapter.view_errors import ViewErrors, errors_shard_id
 from twinstream.compute.lower import Lowered, LoweringError, Relation, Unsupported, View, lower
 from twinstream.controller.compute import ComputeController
 from twinstream.controller.protocol import DataflowDesc
@@ -121,7 +125,9 @@ class MaterializedViews:
         self.compute = compute
         #: item id -> the follower mirroring its output shard into the engine.
         self.mirrors: dict[str, TableFollower] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: item id -> its evaluation errors and the follower of its errors shard.
+        self.errors: dict[str, tuple[ViewErrors, TableFollower]] = {}
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
 
     @staticmethod
     def is_incremental(ref: ItemRef) -> bool:
@@ -136,17 +142,26 @@ class MaterializedViews:
             self.engine, shard, fqn(ref.database, ref.schema, ref.name), len(cols)
         )
         self.mirrors[ref.id] = follower
-        self._tasks[ref.id] = tg.create_task(follower.run(), name=f"mirror-{ref.id}")
+        errors_shard = errors_shard_id(str(ref.value["shard_id"]))
+        errors = ViewErrors(ref.name)
+        errors_follower = TableFollower(errors, self.persist.open(errors_shard), "$errors", 2)
+        self.errors[ref.id] = (errors, errors_follower)
+        self._tasks[ref.id] = [
+            tg.create_task(follower.run(), name=f"mirror-{ref.id}"),
+            tg.create_task(errors_follower.run(), name=f"errors-{ref.id}"),
+        ]
         lowered = relower(index, ref)
         inputs = {i: str(index.items_by_id[i].value["shard_id"]) for i in lowered.inputs}
-        desc = DataflowDesc(ref.id, lowered.plan, inputs, str(ref.value["shard_id"]))
+        desc = DataflowDesc(
+            ref.id, lowered.plan, inputs, str(ref.value["shard_id"]), errors_shard=errors_shard
+        )
         await self.compute.create_dataflow(str(ref.value["cluster_id"]), desc)
 
     async def uninstall(self, ref: ItemRef) -> None:
         await self.compute.drop_dataflow(ref.id)
         self.mirrors.pop(ref.id, None)
-        task = self._tasks.pop(ref.id, None)
-        if task is not None:
+        self.errors.pop(ref.id, None)
+        for task in self._tasks.pop(ref.id, []):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -171,27 +186,74 @@ class MaterializedViews:
                         stack.append(dep)
         return list(out.values())
 
+    def computed_from(self, index: CatalogIndex, refs: Iterable[ItemRef]) -> list[ItemRef]:
+        """`refs` and every incremental view they are computed from (their dataflows read
+        those views' output shards), transitively: whose errors a read of `refs` reports."""
+        out: dict[str, ItemRef] = {}
+        stack = list(refs)
+        while stack:
+            ref = stack.pop()
+            if ref.id in out or not self.is_incremental(ref):
+                continue
+            out[ref.id] = ref
+            for name in ref.value.get("names", []):
+                dep = index.items_by_id.get(str(name[-1]))
+                if dep is not None:
+                    stack.append(dep)
+        return list(out.values())
+
     async def wait_readable(
-        self, refs: Sequence[ItemRef], ts: int, timeout_s: float = MV_READ_TIMEOUT_S
+        self,
+        refs: Sequence[ItemRef],
+        ts: int,
+        timeout_s: float = MV_READ_TIMEOUT_S,
+        *,
+        errors_of: Sequence[ItemRef] = (),
     ) -> None:
-        """Wait until every view in `refs` has mirrored its output past `ts` (module docs)."""
+        """Wait until every view in `refs` has mirrored its output past `ts` (module docs);
+        then, once their errors (and those of `errors_of`, the views they are computed from)
+        are known at `ts`, raise the first view error found."""
         for ref in refs:
             follower = self.mirrors.get(ref.id)
             if follower is None:
                 raise AdapterError(E.UNDEFINED_TABLE, f'materialized view "{ref.name}" is gone')
-            if follower.frontier > ts:
+            await self._wait_follower(ref, follower, ts, timeout_s)
+        await self.check_errors([*refs, *errors_of], ts, timeout_s)
+
+    async def check_errors(
+        self, refs: Sequence[ItemRef], ts: int, timeout_s: float = MV_READ_TIMEOUT_S
+    ) -> None:
+        """Raise the evaluation error a view in `refs` has at `ts`, if any."""
+        seen: set[str] = set()
+        for ref in refs:
+            entry = self.errors.get(ref.id)
+            if entry is None or ref.id in seen:
                 continue
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await follower.wait_frontier(ts + 1)
-            except TimeoutError:
-                raise AdapterError(
-                    E.QUERY_CANCELED,
-                    f'materialized view "{ref.name}" did not catch up with the read timestamp '
-                    f"{ts} within {timeout_s:g} s (its frontier is {follower.frontier})",
-                    hint="Check that its cluster has a running replica "
-                    "(mz_cluster_replica_frontiers, mz_hydration_statuses).",
-                ) from None
+            seen.add(ref.id)
+            errors, follower = entry
+            if follower.frontier == 0:
+                # Never written: no replica writes this view's errors yet (a leader of an
+                # older version, during an upgrade). Its output alone is the answer.
+                continue
+            await self._wait_follower(ref, follower, ts, timeout_s, what="errors of ")
+            errors.check()
+
+    async def _wait_follower(
+        self, ref: ItemRef, follower: TableFollower, ts: int, timeout_s: float, what: str = ""
+    ) -> None:
+        if follower.frontier > ts:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await follower.wait_frontier(ts + 1)
+        except TimeoutError:
+            raise AdapterError(
+                E.QUERY_CANCELED,
+                f'{what}materialized view "{ref.name}" did not catch up with the read '
+                f"timestamp {ts} within {timeout_s:g} s (its frontier is {follower.frontier})",
+                hint="Check that its cluster has a running replica "
+                "(mz_cluster_replica_frontiers, mz_hydration_statuses).",
+            ) from None
 
     def stats(self) -> dict[str, Any]:
         return {id: f.frontier for id, f in self.mirrors.items()}

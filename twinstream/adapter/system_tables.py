@@ -117,6 +117,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("replica_id", "VARCHAR"),
         ("hydrated", "BOOLEAN"),
     ],
+    # Per replica of this generation: "online" while it serves (a `clusterd` process that is
+    # listening), "offline" while it is down or restarting; restarts after crashes.
+    "mz_cluster_replica_statuses": [
+        ("replica_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("restarts", "BIGINT"),
+    ],
     "mz_sessions": [
         ("id", "VARCHAR"),
         ("connection_id", "BIGINT"),
@@ -130,7 +138,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
 NAMES = frozenset(TABLES)
 
 #: Tables not derived from the catalog (`refresh` leaves them alone).
-_NOT_FROM_CATALOG = frozenset({"mz_cluster_replica_frontiers", "mz_hydration_statuses"})
+_NOT_FROM_CATALOG = frozenset(
+    {"mz_cluster_replica_frontiers", "mz_hydration_statuses", "mz_cluster_replica_statuses"}
+)
 
 
 def _rows(index: CatalogIndex) -> dict[str, list[tuple[Any, ...]]]:
@@ -210,11 +220,17 @@ class SystemTables:
         self.refresh_sessions(sessions)
 
     def refresh_compute(
-        self, frontiers: list[tuple[Any, ...]], hydration: list[tuple[Any, ...]]
+        self,
+        frontiers: list[tuple[Any, ...]],
+        hydration: list[tuple[Any, ...]],
+        statuses: list[tuple[Any, ...]] | None = None,
     ) -> None:
-        """`(object_id, replica_id, write_frontier)` and `(object_id, replica_id, hydrated)`."""
+        """`(object_id, replica_id, write_frontier)`, `(object_id, replica_id, hydrated)` and
+        `(replica_id, name, status, restarts)`."""
         self._fill("mz_cluster_replica_frontiers", frontiers)
         self._fill("mz_hydration_statuses", hydration)
+        if statuses is not None:
+            self._fill("mz_cluster_replica_statuses", statuses)
 
     def refresh_sessions(self, sessions: Mapping[int, SessionInfo]) -> None:
         self._fill(

@@ -31,6 +31,7 @@ from twinstream.catalog import (
     OpenMode,
     read_catalog_generation,
 )
+from twinstream.cli.listen import parse_listen as parse_listen
 from twinstream.clock import SYSTEM_CLOCK, Clock
 from twinstream.controller.replica_processes import ReplicaProcesses, process_name
 from twinstream.deployment import progress as catch_up
@@ -54,13 +55,6 @@ DEFAULT_HTTP_PORT = 6876
 DEFAULT_INTERNAL_HTTP_PORT = 6878
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"listen address must be HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
 @dataclass
 class EnvironmentdConfig:
     data_dir: Path
@@ -74,8 +68,9 @@ class EnvironmentdConfig:
     timestamp_interval_s: float = 0.1
     #: 0dt parameters given on the command line or in the environment (name -> text).
     zero_downtime_flags: dict[str, str] = field(default_factory=dict)
-    #: Run each cluster replica as a `twinstream clusterd` process (off: in this process).
-    replica_processes: bool = False
+    #: Run each cluster replica as a `twinstream clusterd` process (off: `LocalReplica`s in
+    #: this process, for tests that opt out with TWINSTREAM_REPLICA_PROCESSES=0).
+    replica_processes: bool = True
 
 
 def _ports_file(config: EnvironmentdConfig) -> Path:

@@ -192,16 +192,18 @@ def environmentd_command(
     replica_processes: Annotated[
         bool,
         typer.Option(
-            "--replica-processes",
+            "--replica-processes/--no-replica-processes",
             envvar="TWINSTREAM_REPLICA_PROCESSES",
-            help="Run each cluster replica as a `twinstream clusterd` process "
-            "(default: in the environmentd process).",
+            help="Run each cluster replica as a `twinstream clusterd` process (the default); "
+            "--no-replica-processes (or TWINSTREAM_REPLICA_PROCESSES=0) runs them inside "
+            "environmentd.",
         ),
-    ] = False,
+    ] = True,
 ) -> None:
     """Run one environment process: catalog, SQL over pgwire, HTTP APIs."""
 
-    from twinstream.cli.environmentd import EnvironmentdConfig, parse_listen, run_environmentd
+    from twinstream.cli.environmentd import EnvironmentdConfig, run_environmentd
+    from twinstream.cli.listen import parse_listen
     from twinstream.deployment.params import PARAMS, ParamError, validate
 
     flags: dict[str, str] = {}
@@ -251,45 +253,19 @@ def environmentd_command(
     os._exit(code)
 
 
-@app.command("clusterd")
-def clusterd_command(
-    name: Annotated[str, typer.Option(help="Replica process name <cluster>-replica-<id>-gen-<G>.")],
-    consensus: Annotated[str, typer.Option(help="Persist consensus URL.")],
-    blob: Annotated[str, typer.Option(help="Persist blob URL.")],
-    listen: Annotated[
-        str, typer.Option(help="Controller protocol HOST:PORT (port 0 picks one).")
-    ] = "127.0.0.1:0",
-    ports_file: Annotated[
-        Path | None, typer.Option(help="Write {pid, port, name, instance} here once listening.")
-    ] = None,
-    read_only: Annotated[
-        bool, typer.Option("--read-only", help="Sinks write nothing until allow_writes.")
-    ] = False,
-    log_level: Annotated[str, typer.Option(help="Python log level.")] = "INFO",
-) -> None:
-    """Run one cluster replica: dataflows over persist, served to the compute controller."""
-    from twinstream.cli.environmentd import parse_listen
-    from twinstream.compute.clusterd import ClusterdConfig, run_clusterd
+@app.command(
+    "clusterd",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def clusterd_command(ctx: typer.Context) -> None:
+    """Run one cluster replica: dataflows over persist, served to the compute controller
+    (`twinstream clusterd --help` lists its options)."""
+    # One argument parser (argparse, in the module): `python -m twinstream clusterd` reaches
+    # it without importing this CLI at all, for a fast start.
+    from twinstream.compute.clusterd import main as clusterd_main
 
-    try:
-        address = parse_listen(listen)
-    except ValueError as e:
-        _err.print(f"[red]error:[/red] --listen: {e}")
-        raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    config = ClusterdConfig(
-        name=name,
-        consensus_url=consensus,
-        blob_url=blob,
-        listen=address,
-        read_only=read_only,
-        ports_file=ports_file,
-    )
-    raise typer.Exit(asyncio.run(run_clusterd(config)))
+    raise typer.Exit(clusterd_main(ctx.args))
 
 
 ops.register(app)
@@ -307,7 +283,7 @@ def balancerd_command(
 ) -> None:
     """Run the pgwire balancer: routes clients to the active generation, moves them over."""
     from twinstream.balancer import Balancer, RolloutRoute
-    from twinstream.cli.environmentd import parse_listen
+    from twinstream.cli.listen import parse_listen
     from twinstream.persist.urls import default_consensus_url, open_consensus
 
     if consensus is None and data_dir is None:
@@ -367,6 +343,10 @@ def demo_command(
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["clusterd"]:  # fast path, as in `twinstream/__main__.py`
+        from twinstream.compute.clusterd import main as clusterd_main
+
+        sys.exit(clusterd_main(sys.argv[2:]))
     app(prog_name="twinstream")
 
 

@@ -10,19 +10,28 @@ it (environmentd's process orchestrator, a test) learns the port it picked. It o
 controller: a controller that disconnects (environmentd restarting) leaves every dataflow
 running, and the next one reconciles by re-creating them (a no-op for equal ones). SIGTERM or
 SIGINT: drop the dataflows (releasing their read holds), exit 0.
+
+Start-up cost matters (environmentd starts one per replica, and restarts crashed ones), so
+`main` parses its arguments with argparse and `python -m twinstream clusterd` reaches it
+without importing the rest of the CLI: the process loads the dataflow engine, persist and the
+wire protocol only — not the adapter, DuckDB, sqlglot, typer or aiohttp
+(`tests/compute/clusterd/test_clusterd.py` checks the module list).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from twinstream.cli.listen import parse_listen
 from twinstream.clock import SYSTEM_CLOCK, Clock
 from twinstream.compute.replica import LocalReplica
 from twinstream.compute.replica_server import ReplicaServer
@@ -92,3 +101,52 @@ async def run_clusterd(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="twinstream clusterd",
+        description="Run one cluster replica: dataflows over persist, served to the compute "
+        "controller.",
+    )
+    p.add_argument(
+        "--name", required=True, help="Replica process name <cluster>-replica-<id>-gen-<G>."
+    )
+    p.add_argument("--consensus", required=True, help="Persist consensus URL.")
+    p.add_argument("--blob", required=True, help="Persist blob URL.")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        help="Controller protocol HOST:PORT (port 0 picks one).",
+    )
+    p.add_argument(
+        "--ports-file", type=Path, help="Write {pid, port, name, instance} here once listening."
+    )
+    p.add_argument(
+        "--read-only", action="store_true", help="Sinks write nothing until allow_writes."
+    )
+    p.add_argument("--log-level", default="INFO", help="Python log level.")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """`twinstream clusterd ARGS`: returns the exit code (2 for bad arguments)."""
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    try:
+        address = parse_listen(args.listen)
+    except ValueError as e:
+        parser.error(f"--listen: {e}")
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = ClusterdConfig(
+        name=args.name,
+        consensus_url=args.consensus,
+        blob_url=args.blob,
+        listen=address,
+        read_only=args.read_only,
+        ports_file=args.ports_file,
+    )
+    return asyncio.run(run_clusterd(config))

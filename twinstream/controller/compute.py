@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from twinstream.controller.protocol import CollectionFrontier, DataflowDesc, PeekError, Replica
 from twinstream.persist.types import Diff, Row
@@ -39,6 +39,16 @@ class ManagedReplica(Replica, Protocol):
     """A replica the controller owns: it can shut it down when the catalog drops it."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A replica that can be down: a `clusterd` process (`ProcessReplica`). One without this
+    runs in environmentd's process and is up while environmentd is."""
+
+    def health(self) -> tuple[bool, int]:
+        """(listening now, restarts after crashes so far)."""
+        ...
 
 
 #: Builds a replica (spec, read_only) -> replica.
@@ -148,6 +158,14 @@ class ComputeController:
             for id, f in (await replica.frontiers()).items():
                 if id in out:
                     out[id][r_id] = f
+        return out
+
+    def statuses(self) -> list[tuple[str, str, str, int]]:
+        """Per replica `(replica_id, name, "online" | "offline", restarts)`."""
+        out = []
+        for r_id, (spec, replica) in sorted(self.replicas.items()):
+            up, restarts = replica.health() if isinstance(replica, ReportsHealth) else (True, 0)
+            out.append((r_id, spec.name, "online" if up else "offline", restarts))
         return out
 
     async def collection_frontier(self, id: str) -> CollectionFrontier:

@@ -80,6 +80,10 @@ class ProcessReplica(RemoteReplica):
         self._frontiers: dict[str, CollectionFrontier] = {}
         self._watch: asyncio.Task[None] | None = None
 
+    def health(self) -> tuple[bool, int]:
+        """(the process listens now, its restarts): `mz_cluster_replica_statuses`."""
+        return self.service.address() is not None, self.service.restarts
+
     async def frontiers(self) -> dict[str, CollectionFrontier]:
         """Asked of the process while it is connected (fresh: a dataflow just created is
         there), else — down or restarting, or not answering within `FRONTIERS_TIMEOUT_S` —

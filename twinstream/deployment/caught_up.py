@@ -12,7 +12,7 @@ same with OOM-looping replicas). A cluster with one healthy replica is kept: tha
 hydrate. Collections without a cluster (tables: mirrored by the adapter itself) are never
 excluded.
 
-Where restart counts come from: with `--replica-processes`, environmentd's process
+Where restart counts come from: with replica processes (the default), environmentd's process
 orchestrator (`orchestrator/processes.py`) counts each clusterd's restarts and
 `cli/environmentd.py` feeds them in (`CaughtUpFeeds.replica_health`); collections name the
 cluster id their dataflow runs on (`deployment/promotion.py: compute_frontiers`). In-process

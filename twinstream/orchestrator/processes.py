@@ -260,3 +260,21 @@ class ProcessOrchestrator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await svc.watcher
         self.services.clear()
+
+
+async def stop_leftovers(state_dir: Path, name_suffix: str) -> list[str]:
+    """Stop the live processes recorded in `state_dir` whose names end with `name_suffix`
+    (`-gen-G`: the replicas of a generation being torn down, whose environmentd may have died
+    without stopping them). Each is recognised as by adoption (ports file, live pid, its name
+    on the command line), then stopped like a service. Returns their names."""
+    orch = ProcessOrchestrator(state_dir)
+    stopped: list[str] = []
+    for path in sorted(state_dir.glob(f"*{name_suffix}.json")):
+        svc = Service(path.stem, [], path, state_dir / f"{path.stem}.log")
+        orch._try_adopt(svc)
+        if svc.pid is None:
+            continue
+        orch.services[svc.name] = svc
+        await orch.stop(svc.name)
+        stopped.append(svc.name)
+    return stopped

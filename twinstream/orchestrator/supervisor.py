@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twinstream.orchestrator.processes import stop_leftovers
 from twinstream.orchestrator.record import GenerationEndpoint
 
 log = logging.getLogger(__name__)
@@ -336,6 +337,11 @@ class Supervisor:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        # Its replica processes (`clusterd`, own sessions) outlive an environmentd that was
+        # killed rather than stopped cleanly: the generation is gone, so are they.
+        left = await stop_leftovers(self.data_dir / "clusterd", f"-gen-{generation}")
+        if left:
+            log.info("stopped generation %d's leftover replica processes %s", generation, left)
         gp.exited.set()
         del self.generations[generation]
 

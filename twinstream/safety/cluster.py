@@ -30,6 +30,7 @@ from twinstream.orchestrator.record import RolloutRecord, RolloutStore
 from twinstream.persist.location import Consensus
 from twinstream.persist.urls import default_consensus_url, open_consensus
 from twinstream.safety.faults import FaultProxy
+from twinstream.testing.environmentd import replica_processes
 from twinstream.testing.pgserver import PgServer
 
 #: How long a process may take to come up.
@@ -129,6 +130,10 @@ class Cluster:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGCONT)
                 os.killpg(pid, signal.SIGKILL)
+        # Replica processes (own sessions) outlive an environmentd killed by a fault.
+        for pid in replica_processes(self.data_dir).values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self.proxy is not None:
             await self.proxy.close()
         if self._http is not None:

@@ -119,7 +119,14 @@ class EnvironmentdProcess:
             self.proc.wait()
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM, wait; SIGKILL if it does not exit. Returns the exit code."""
+        """SIGTERM, wait; SIGKILL if it does not exit. Returns the exit code. Then kills this
+        generation's replica processes that outlived it (a clean exit stops them itself;
+        after `kill9()` they keep running, for a restarted environmentd to adopt)."""
+        code = self._terminate(timeout_s)
+        self.reap_replicas()
+        return code
+
+    def _terminate(self, timeout_s: float = 20.0) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -131,8 +138,21 @@ class EnvironmentdProcess:
         return self.proc.returncode
 
     def restart(self) -> None:
-        self.stop()
+        """Stop and start again; replica processes left by a `kill9()` are adopted."""
+        self._terminate()
         self.start()
+
+    def replica_pids(self) -> dict[str, int]:
+        """This generation's live `clusterd` processes (name -> pid), from their ports files."""
+        return replica_processes(self.data_dir, self.generation)
+
+    def reap_replicas(self) -> list[str]:
+        """SIGKILL this generation's replica processes still running; their names."""
+        found = self.replica_pids()
+        for pid in found.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return sorted(found)
 
 
 @contextlib.contextmanager
@@ -143,3 +163,31 @@ def environmentd_process(data_dir: Path, **kwargs: object) -> Iterator[Environme
         yield env
     finally:
         env.stop()
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def replica_processes(data_dir: Path, generation: int | None = None) -> dict[str, int]:
+    """Live `twinstream clusterd` processes started for `data_dir` (of one generation, or
+    all): name -> pid, from the orchestrator's ports files, checked against the process's
+    command line (a reused pid is not theirs)."""
+    out: dict[str, int] = {}
+    suffix = f"-gen-{generation}" if generation is not None else ""
+    for path in sorted((data_dir / "clusterd").glob("*.json")):
+        name = path.stem
+        if not name.endswith(suffix):
+            continue
+        try:
+            pid = int(json.loads(path.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        cmd = _cmdline(pid)
+        if "clusterd" in cmd and name in cmd:
+            out[name] = pid
+    return out

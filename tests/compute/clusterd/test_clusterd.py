@@ -275,3 +275,65 @@ async def test_read_only_replica_writes_nothing_until_allowed(
     assert as_of is not None
     await assert_consistent(tables_client, plan_of(JOIN_SQL), inputs_of(JOIN_SQL), OUT, as_of)
     assert (await ro.status()).builds == 1  # promoted in place
+
+
+#: What a replica process must not load: the adapter and its SQL engines, the CLI framework,
+#: the HTTP stack (start-up time; environmentd starts one process per replica).
+HEAVY_MODULES = (
+    "twinstream.adapter",
+    "twinstream.cli.main",
+    "duckdb",
+    "sqlglot",
+    "typer",
+    "aiohttp",
+)
+
+
+def test_clusterd_loads_only_the_engine_and_the_protocol(tmp_path: Any) -> None:
+    """`python -m twinstream clusterd` imports neither the adapter nor the CLI: started with
+    -X importtime, its import log names the engine, persist and the wire protocol only."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    ports = tmp_path / "ports.json"
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "twinstream",
+        "clusterd",
+        "--name",
+        "c-replica-1-gen-1",
+        "--consensus",
+        f"sqlite://{tmp_path / 'consensus.db'}",
+        "--blob",
+        f"file://{tmp_path / 'blob'}",
+        "--ports-file",
+        str(ports),
+    ]
+    with open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stderr=err, env=os.environ.copy())
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not ports.exists():
+                assert proc.poll() is None, "clusterd exited"
+                assert time.monotonic() < deadline, "clusterd did not start"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT_S) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    imported = {
+        line.split("|")[-1].strip()
+        for line in (tmp_path / "stderr").read_text().splitlines()
+        if line.startswith("import time:")
+    }
+    assert "twinstream.compute.dataflow" in imported
+    assert "twinstream.controller.wire" in imported
+    heavy = sorted(m for m in imported for h in HEAVY_MODULES if m == h or m.startswith(h + "."))
+    assert not heavy, f"clusterd imported {heavy}"

@@ -83,3 +83,32 @@ async def test_restart_adopt_stop_and_generations(tmp_path: Path) -> None:
         await gen1.stop_all()
         await gen2.stop_all()
     assert not _alive(pid_b)
+
+
+async def test_stop_leftovers_of_a_torn_down_generation(tmp_path: Path) -> None:
+    """A generation's environmentd died without stopping its replicas (detach leaves them
+    running): tearing that generation down stops exactly its processes, not the next one's."""
+    from twinstream.orchestrator.processes import stop_leftovers
+
+    orch = ProcessOrchestrator(tmp_path)
+    names = ["c-replica-1-gen-1", "c-replica-2-gen-1", "c-replica-1-gen-11", "c-replica-1-gen-2"]
+    pids: dict[str, int | None] = {}
+    try:
+        for name in names:
+            orch.ensure(name, command(name))
+        for name in names:
+            await orch.wait_ready(name, WAIT_S)
+            pids[name] = orch.services[name].pid
+        await orch.detach()  # the environmentd is gone; its processes keep running
+        assert all(_alive(pid) for pid in pids.values() if pid is not None)
+
+        stopped = await stop_leftovers(tmp_path, "-gen-1")
+        assert stopped == ["c-replica-1-gen-1", "c-replica-2-gen-1"]
+        for name, pid in pids.items():
+            assert pid is not None
+            assert _alive(pid) == (name not in stopped), name
+        assert await stop_leftovers(tmp_path, "-gen-1") == []  # nothing left: a no-op
+    finally:
+        for pid in pids.values():
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
