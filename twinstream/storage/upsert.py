@@ -173,6 +173,12 @@ async def take_over(follower: StateFollower, task: asyncio.Task[None]) -> Upsert
         with contextlib.suppress(BaseException):
             await task
     if follower.frontier >= upper:
+        log.info(
+            "upsert state of %s handed over: %d keys at %d",
+            follower.shard.shard_id,
+            len(follower.state),
+            follower.frontier,
+        )
         return follower.state
     log.warning("upsert follower of %s ended early: rebuilding", follower.shard.shard_id)
     return await rebuild(follower.shard)
