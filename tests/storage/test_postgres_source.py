@@ -226,3 +226,49 @@ def test_postgres_stalls_with_error(
         assert len(rows(env)) == 1000
     finally:
         env.stop()
+
+
+def test_postgres_10k_snapshot_then_10k_changes(data_dir: Path, pg_url: str) -> None:
+    """End to end: a 10k-row initial snapshot, then 10k changes upstream (inserts, updates,
+    deletes in many transactions); the source ends equal to the upstream table."""
+    env = EnvironmentdProcess(data_dir)
+    with psycopg.connect(pg_url, autocommit=True) as up:
+        up.execute("CREATE TABLE big (id int PRIMARY KEY, v int)")
+        up.execute("ALTER TABLE big REPLICA IDENTITY FULL")
+        up.execute("CREATE PUBLICATION pb FOR TABLE big")
+        up.execute("INSERT INTO big SELECT g, 0 FROM generate_series(1, 10000) AS g")
+        env.start()
+        try:
+            sql(
+                env,
+                "CREATE SECRET pgpass AS ''",
+                _connection_sql(pg_url),
+                "CREATE SOURCE s FROM POSTGRES CONNECTION pg (PUBLICATION 'pb') FOR ALL TABLES",
+            )
+
+            def contents() -> list[tuple[object, ...]]:
+                return sql(env, "SELECT id, v FROM big ORDER BY id")[0]
+
+            wait_for("snapshot", lambda: len(contents()) == 10_000, env)
+            assert contents() == [(i, 0) for i in range(1, 10_001)]
+            # 10k changes in 100 transactions: 4k updates, 2k deletes, 4k inserts
+            for b in range(100):
+                with up.transaction():
+                    lo = b * 40 + 1
+                    up.execute(
+                        "UPDATE big SET v = v + 1 WHERE id BETWEEN %s::int AND %s::int",
+                        (lo, lo + 39),
+                    )
+                    up.execute(
+                        "DELETE FROM big WHERE id BETWEEN %s::int AND %s::int",
+                        (5001 + b * 20, 5020 + b * 20),
+                    )
+                    up.execute(
+                        "INSERT INTO big SELECT g, 2 FROM generate_series(%s::int, %s::int) AS g",
+                        (20_001 + b * 40, 20_040 + b * 40),
+                    )
+            want = up.execute("SELECT id, v FROM big ORDER BY id").fetchall()
+            assert len(want) == 12_000
+            wait_for("the changes", lambda: contents() == want, env)
+        finally:
+            env.stop()

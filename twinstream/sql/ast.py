@@ -434,7 +434,8 @@ class CreateSource(Statement):
 
     Format, INCLUDE and ENVELOPE clauses are kept as raw lower-case text (`format`: e.g.
     `json`, `key_format`/`value_format` for `KEY FORMAT .. VALUE FORMAT ..`, `include`: one
-    entry per item, e.g. `key as k`, `envelope`: e.g. `upsert`, `debezium`, `none`)."""
+    entry per item, e.g. `key as k`, `envelope`: e.g. `upsert`, `debezium`, `none`), except
+    `ENVELOPE UPSERT (KEY (...) ...)`, whose expressions are parsed (`upsert_key`)."""
 
     name: QualifiedName
     connector: SourceConnector
@@ -448,6 +449,10 @@ class CreateSource(Statement):
     envelope: str | None = None
     expose_progress: QualifiedName | None = None
     options: tuple[Option, ...] = ()  # WITH (...)
+    #: `ENVELOPE UPSERT (KEY (expr) [, DELETE WHEN (expr)])` (ours, for webhooks): the key
+    #: and delete expressions over the source's columns; `envelope` is then `upsert`.
+    upsert_key: exp.Expr | None = None
+    upsert_delete: exp.Expr | None = None
 
 
 @dataclass(frozen=True)

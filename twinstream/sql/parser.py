@@ -52,7 +52,8 @@ _MULTIWORD_OPTIONS: tuple[tuple[str, ...], ...] = tuple(
             retain history, timestamp interval, force not null, force null, force quote,
             refresh every, refresh at, refresh on commit, assert not null, partition by,
             value decoding errors, schema registry, access key id, secret access key,
-            session token, assume role arn, assume role session name
+            session token, assume role arn, assume role session name, batch size, value size,
+            snapshot rounds, transactional snapshot
             """
             )
         ),
@@ -1417,6 +1418,7 @@ class _Parser:
         envelope = source.envelope
         expose_progress = source.expose_progress
         options = source.options
+        upsert_key, upsert_delete = source.upsert_key, source.upsert_delete
         while not self.at_end():
             if self.accept_kw("format"):
                 fmt = self.raw_until_clause("a format")
@@ -1435,7 +1437,16 @@ class _Parser:
                     if not self.accept_op(","):
                         break
             elif self.accept_kw("envelope"):
-                envelope = self.raw_until_clause("an envelope")
+                if (
+                    self.at_kw("upsert")
+                    and self.peek(1).is_op("(")
+                    and self.peek(2).is_keyword("key", "delete")
+                ):
+                    self.advance()
+                    envelope = "upsert"
+                    upsert_key, upsert_delete = self.upsert_options()
+                else:
+                    envelope = self.raw_until_clause("an envelope")
             elif self.accept_kw("expose", "progress"):
                 self.expect_kw("as")
                 expose_progress = self.qualified_name("progress subsource name")
@@ -1452,7 +1463,37 @@ class _Parser:
             envelope=envelope,
             expose_progress=expose_progress,
             options=options,
+            upsert_key=upsert_key,
+            upsert_delete=upsert_delete,
         )
+
+    def upsert_options(self) -> tuple[exp.Expr, exp.Expr | None]:
+        """`(KEY (expr) [, DELETE WHEN (expr)])` after ENVELOPE UPSERT."""
+        self.expect_op("(")
+        key: exp.Expr | None = None
+        delete: exp.Expr | None = None
+        while True:
+            if self.accept_kw("key"):
+                key = self.parenthesized_expr("a KEY expression")
+            elif self.accept_kw("delete", "when"):
+                delete = self.parenthesized_expr("a DELETE WHEN expression")
+            else:
+                raise self.error("KEY (...) or DELETE WHEN (...)")
+            if not self.accept_op(","):
+                break
+        self.expect_op(")")
+        if key is None:
+            raise self.error("KEY (...) in ENVELOPE UPSERT (...)")
+        return key, delete
+
+    def parenthesized_expr(self, what: str) -> exp.Expr:
+        if not self.at_op("("):
+            raise self.error(f'"(" before {what}')
+        close = self.matching(self.i)
+        self.advance()
+        result = self.expr_here(close, what)
+        self.expect_op(")")
+        return result
 
     # DROP / ALTER ----------------------------------------------------------------------------
 

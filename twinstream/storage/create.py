@@ -62,9 +62,11 @@ async def create_source(
     place: tuple[str, str, str],
     cluster_id: str,
 ) -> str:
+    envelope = (stmt.envelope or "none").lower()
+    if envelope not in ("none", "upsert"):
+        raise _unsupported(f"CREATE SOURCE ... ENVELOPE {envelope.upper()}")
     for clause, value in (
         ("FORMAT", stmt.format or stmt.key_format),
-        ("ENVELOPE", stmt.envelope),
         ("INCLUDE", stmt.include),
         ("EXPOSE PROGRESS", stmt.expose_progress),
         ("WITH options", stmt.options),
@@ -74,10 +76,25 @@ async def create_source(
             raise _unsupported(f"CREATE SOURCE ... {clause}")
     common = {"type": "source", "owner": owner, "cluster_id": cluster_id}
     conn = stmt.connector
+    if envelope == "upsert" and not isinstance(conn, ast.LoadGenerator | ast.Webhook):
+        raise _unsupported("ENVELOPE UPSERT for this kind of source")
     if isinstance(conn, ast.LoadGenerator):
-        names, make = _load_generator(conn, place[2], sql, common)
+        if stmt.upsert_key is not None:
+            raise AdapterError(
+                E.SYNTAX_ERROR,
+                "ENVELOPE UPSERT (KEY (...)) is for webhooks; a load generator has its own key",
+            )
+        names, make = _load_generator(conn, place[2], sql, common, upsert=envelope == "upsert")
     elif isinstance(conn, ast.Webhook):
-        names, make = await _webhook(s, conn, place[2], sql, common)
+        upsert = None
+        if envelope == "upsert":
+            if stmt.upsert_key is None:
+                raise AdapterError(
+                    E.SYNTAX_ERROR,
+                    "a webhook source with ENVELOPE UPSERT needs (KEY (expression))",
+                )
+            upsert = (stmt.upsert_key, stmt.upsert_delete)
+        names, make = await _webhook(s, conn, place[2], sql, common, upsert)
     elif isinstance(conn, ast.PostgresSourceConnector):
         from twinstream.storage.pg_source import plan_postgres_source
 
@@ -96,19 +113,45 @@ async def create_source(
 Maker = Any  # Callable[[list[str]], list[dict[str, Any]]]
 
 
+def _count_option(name: str, value: object, limit: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+        raise AdapterError(
+            E.INVALID_PARAMETER_VALUE, f"{name} must be an integer from 1 to {limit}, not {value!r}"
+        )
+    return value
+
+
 def _load_generator(
-    conn: ast.LoadGenerator, name: str, sql: str, common: dict[str, Any]
+    conn: ast.LoadGenerator, name: str, sql: str, common: dict[str, Any], *, upsert: bool
 ) -> tuple[list[str], Maker]:
     gen = conn.generator
     if gen not in generators.GENERATORS:
         raise _unsupported(f"LOAD GENERATOR {gen.upper()}")
+    keyed = gen in generators.UPSERT_GENERATORS
+    if keyed != upsert:
+        raise AdapterError(
+            E.SYNTAX_ERROR,
+            f"LOAD GENERATOR {gen.upper()} requires ENVELOPE UPSERT"
+            if keyed
+            else f"LOAD GENERATOR {gen.upper()} does not support ENVELOPE UPSERT",
+        )
     opts = ast.options_dict(conn.options)
     tick_ms = int(generators.DEFAULT_TICK_S * 1000)
+    extra: dict[str, Any] = {}
     for key, value in opts.items():
         if key == "tick interval":
             tick_ms = parse_tick_ms(value)
+        elif keyed and key == "keys":
+            extra["keys"] = _count_option("KEYS", value, generators.KEY_VALUE_MAX_KEYS)
+        elif keyed and key == "batch size":
+            extra["batch_size"] = _count_option("BATCH SIZE", value, generators.MAX_BATCH_SIZE)
         else:
             raise _unsupported(f"LOAD GENERATOR option {key.upper()}")
+    if keyed and "keys" not in extra:
+        raise AdapterError(E.INVALID_PARAMETER_VALUE, f"LOAD GENERATOR {gen.upper()} needs KEYS n")
+    if keyed:
+        extra.setdefault("batch_size", 1)
+        extra["envelope"] = "upsert"
     outputs = generators.GENERATORS[gen].outputs
     single = len(outputs) == 1
     if single:
@@ -152,6 +195,7 @@ def _load_generator(
             dependencies=[],
             outputs={o.name: i for (o, _a), i in zip(chosen, out_ids, strict=True)},
             progress_id=progress_id,
+            **extra,
         )
         child = dict(common, parent_id=root_id, dependencies=[root_id], create_sql="")
         values = [
@@ -179,13 +223,20 @@ _BODY_TYPES = {"json": "jsonb", "json array": "jsonb", "text": "text", "bytes": 
 
 
 async def _webhook(
-    s: AdapterSession, conn: ast.Webhook, name: str, sql: str, common: dict[str, Any]
+    s: AdapterSession,
+    conn: ast.Webhook,
+    name: str,
+    sql: str,
+    common: dict[str, Any],
+    upsert: tuple[exp.Expr, exp.Expr | None] | None,
 ) -> tuple[list[str], Maker]:
-    from twinstream.storage.webhook import CheckSpec, validate_check
+    from twinstream.storage.webhook import CheckSpec, UpsertKeySpec, validate_check
 
     columns: list[dict[str, Any]] = [
         {"name": "body", "type": _BODY_TYPES[conn.body_format], "nullable": False}
     ]
+    if upsert is not None:  # the key first, as Materialize's INCLUDE KEY puts it
+        columns.insert(0, {"name": "key", "type": "text", "nullable": False})
     if conn.include_headers is not None:
         columns.append({"name": "headers", "type": "jsonb", "nullable": False})
     for h in conn.headers:
@@ -210,6 +261,14 @@ async def _webhook(
             options.append(entry)
         check = {"options": options, "expr": conn.check.expr.sql(dialect="postgres")}
         await validate_check(s.coord, CheckSpec.from_value(check))
+    upsert_value: dict[str, Any] | None = None
+    if upsert is not None:
+        key, delete = upsert
+        upsert_value = {
+            "key": key.sql(dialect="postgres"),
+            "delete": None if delete is None else delete.sql(dialect="postgres"),
+        }
+        await UpsertKeySpec.from_value(upsert_value, columns).validate(s.coord)
     value: dict[str, Any] = dict(
         common,
         source_type="webhook",
@@ -218,6 +277,7 @@ async def _webhook(
         header_columns=[[h.header.lower(), h.column, h.bytes] for h in conn.headers],
         check=check,
         columns=columns,
+        **({} if upsert_value is None else {"envelope": "upsert", "upsert": upsert_value}),
         create_sql=sql,
         dependencies=deps,
     )

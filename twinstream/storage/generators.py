@@ -24,6 +24,9 @@ AUCTION_USERS = 100
 AUCTION_MAX_BIDS = 4
 #: How long an auction stays open after it is created.
 AUCTION_DURATION_MS = 10_000
+#: KEY VALUE's largest key space and records per tick (the state is held in memory).
+KEY_VALUE_MAX_KEYS = 1_000_000
+MAX_BATCH_SIZE = 100_000
 _ITEMS = ("Signed Memorabilia", "City Bar Crawl", "Best Pizza in Town", "Gift Basket", "Custom Art")
 
 
@@ -107,8 +110,36 @@ class Auction:
         return out, offset + 1
 
 
-GENERATORS: dict[str, type[Counter] | type[Auction]] = {"counter": Counter, "auction": Auction}
+class KeyValue:
+    """KEY VALUE (ENVELOPE UPSERT): record k upserts key `k % keys` with value k, `batch`
+    records per tick. The expected state at binding O is therefore exact: every key holds the
+    largest k < O with that key. Materialize's KEY VALUE emits random bytes; ours are the
+    record offsets so tests can check latest-wins, no duplicate and no gap."""
+
+    outputs: tuple[Output, ...] = (
+        Output("key value", [_col("key", "int8"), _col("value", "int8")]),
+    )
+
+    def __init__(self, keys: int, batch: int) -> None:
+        assert keys > 0 and batch > 0, (keys, batch)
+        self.keys = keys
+        self.batch_size = batch
+
+    def batch(self, offset: int, now_ms: int) -> tuple[dict[str, list[Row]], int]:
+        end = offset + self.batch_size
+        return {"key value": [(k % self.keys, k) for k in range(offset, end)]}, end
 
 
-def make(name: str) -> Generator:
-    return GENERATORS[name]()
+GENERATORS: dict[str, type[Counter] | type[Auction] | type[KeyValue]] = {
+    "counter": Counter,
+    "auction": Auction,
+    "key value": KeyValue,
+}
+#: Generators whose output is an UPSERT collection (key = column 0); they need ENVELOPE UPSERT.
+UPSERT_GENERATORS = frozenset({"key value"})
+
+
+def make(name: str, keys: int = 0, batch: int = 1) -> Generator:
+    if name == "key value":
+        return KeyValue(keys, batch)
+    return Counter() if name == "counter" else Auction()

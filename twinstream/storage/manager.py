@@ -22,6 +22,7 @@ from twinstream.catalog.fence import FenceError
 from twinstream.storage import generators, pg_source, status
 from twinstream.storage.ingest import Ingestion, IngestionSpec, Writes
 from twinstream.storage.status import SourceStatus
+from twinstream.storage.upsert import StateFollower, UpsertState, UpsertWriter, take_over
 
 if TYPE_CHECKING:
     from twinstream.adapter.coordinator import Coordinator
@@ -34,6 +35,13 @@ def has_shard(ref: ItemRef) -> bool:
     return ref.type == "table" or (ref.type == "source" and "shard_id" in ref.value)
 
 
+def is_upsert(ref: ItemRef) -> bool:
+    """A source collection with ENVELOPE UPSERT (one row per key, the key in column 0)."""
+    return (
+        ref.type == "source" and "shard_id" in ref.value and ref.value.get("envelope") == "upsert"
+    )
+
+
 class SourceManager:
     def __init__(self, coord: Coordinator) -> None:
         self.coord = coord
@@ -43,6 +51,11 @@ class SourceManager:
         self._status_shard = coord.persist.open(status.STATUS_SHARD)
         self._status_follow: asyncio.Task[None] | None = None
         self._status_registered = False
+        # UPSERT: a read-only generation's state followers (item id -> follower, task), the
+        # states they hand over at promotion, and the leader's webhook writers.
+        self._state_followers: dict[str, tuple[StateFollower, asyncio.Task[None]]] = {}
+        self._handoff: dict[str, UpsertState] = {}
+        self._upsert_writers: dict[str, UpsertWriter] = {}
         status.create_relations(coord.engine)
         coord.engine.execute_ddl(
             # Materialize's webhook CHECK helper (plain equality here: not constant time).
@@ -72,7 +85,14 @@ class SourceManager:
         self._status_follow = self.coord._tg.create_task(follower.run(), name="follow-statuses")
 
     async def installed(self, ref: ItemRef) -> None:
-        """An item was installed (shards registered if we lead): start what is complete."""
+        """An item was installed (shards registered if we lead): start what is complete. A
+        read-only generation hydrates the state of every UPSERT collection instead."""
+        if not self.leader and is_upsert(ref):
+            follower = StateFollower(self.coord.tables[ref.id])
+            assert self.coord._tg is not None
+            task = self.coord._tg.create_task(follower.run(), name=f"upsert-follow-{ref.id}")
+            self._state_followers[ref.id] = (follower, task)
+            return
         if not self.leader or ref.type != "source":
             return
         root = self._root_of(ref)
@@ -90,6 +110,20 @@ class SourceManager:
                 self.coord._tg.create_task(pg_source.drop_slot_later(info, pub, slot))
         for root_id in [r for r, ids in self._members.items() if ref.id in ids]:
             self._stop(root_id)
+        follower = self._state_followers.pop(ref.id, None)
+        if follower is not None:
+            follower[1].cancel()
+        self._handoff.pop(ref.id, None)
+        self._upsert_writers.pop(ref.id, None)
+
+    def upsert_writer(self, item_id: str) -> UpsertWriter | None:
+        """The leader's writer of an UPSERT webhook source (None until it is started)."""
+        return self._upsert_writers.get(item_id)
+
+    def upsert_hydrated(self) -> dict[str, int]:
+        """item id -> keys held by the state follower (read-only generations; for tests and
+        introspection)."""
+        return {i: len(f.state) for i, (f, _t) in self._state_followers.items()}
 
     async def promoted(self) -> None:
         """We lead now (the coordinator has registered every shard): take over ingestion
@@ -101,6 +135,11 @@ class SourceManager:
             self._status_follow = None
         await self.coord.committer.register(self._status_shard)
         self._status_registered = True
+        # The old leader is fenced: the hydrated UPSERT states catch up to the output shards'
+        # uppers and become the new leader's (nothing is written in between).
+        followers, self._state_followers = self._state_followers, {}
+        for item_id, (follower, task) in followers.items():
+            self._handoff[item_id] = await take_over(follower, task)
         for ref in list(self.coord.index.items_by_id.values()):
             if ref.type == "source" and self._is_root(ref):
                 await self._maybe_start(ref)
@@ -146,6 +185,10 @@ class SourceManager:
         kind = root.value.get("source_type")
         if kind == "webhook":
             if self._registered(root.id):
+                if is_upsert(root):
+                    self._upsert_writers[root.id] = UpsertWriter(
+                        self.coord.tables[root.id], self._handoff.pop(root.id, None)
+                    )
                 self._tasks[root.id] = self._spawn(root, self._webhook_running(root))
             return
         ids = self._ids(root)
@@ -162,14 +205,23 @@ class SourceManager:
             self._tasks[root.id] = self._spawn(root, self._postgres(root, write, report).run())
             return
         assert kind == "load-generator", kind
-        outputs: dict[str, Any] = dict(root.value["outputs"])
+        v = root.value
+        outputs: dict[str, Any] = dict(v["outputs"])
+        upsert: dict[str, UpsertState | None] = {}
+        for name, i in outputs.items():
+            out_ref = self.coord.index.items_by_id.get(str(i))
+            if out_ref is not None and is_upsert(out_ref):
+                upsert[name] = self._handoff.pop(out_ref.id, None)
         spec = IngestionSpec(
             source_id=root.id,
             name=root.fq(),
-            generator=generators.make(str(root.value["generator"])),
+            generator=generators.make(
+                str(v["generator"]), int(v.get("keys", 0)), int(v.get("batch_size", 1))
+            ),
             outputs={name: self.coord.tables[str(i)] for name, i in outputs.items()},
-            progress=self.coord.tables[str(root.value["progress_id"])],
-            tick_s=float(root.value["tick_ms"]) / 1000,
+            progress=self.coord.tables[str(v["progress_id"])],
+            tick_s=float(v["tick_ms"]) / 1000,
+            upsert=upsert,
         )
         ingestion = Ingestion(spec, write, report, self.coord.clock)
         self.ingestions[root.id] = ingestion

@@ -29,6 +29,7 @@ from twinstream.adapter.duck_errors import translate
 from twinstream.adapter.errors import AdapterError
 from twinstream.catalog.fence import FenceError
 from twinstream.persist.types import Diff, Row
+from twinstream.storage.upsert import Record
 
 if TYPE_CHECKING:
     from twinstream.adapter.coordinator import Coordinator
@@ -98,6 +99,63 @@ class CheckSpec:
                 value = "" if ref is None else str(ref.value.get("value", ""))
                 out.append(value.encode() if is_bytes else value)
         return out
+
+
+_DUCK_TYPES = {"jsonb": "JSON", "text": "VARCHAR", "bytea": "BLOB"}
+
+
+@dataclass(frozen=True)
+class UpsertKeySpec:
+    """ENVELOPE UPSERT (KEY (expr) [, DELETE WHEN (expr)]) of a webhook source: both
+    expressions are evaluated over one row of the source's value columns (all but `key`)."""
+
+    key: str
+    delete: str | None
+    #: (name, DuckDB type) of the value columns, in row order
+    columns: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any], columns: list[dict[str, Any]]) -> UpsertKeySpec:
+        cols = tuple((str(c["name"]), _DUCK_TYPES[str(c["type"])]) for c in columns[1:])
+        delete = value.get("delete")
+        return cls(str(value["key"]), None if delete is None else str(delete), cols)
+
+    def sql(self) -> str:
+        key = sqlglot.parse_one(self.key, dialect="postgres").sql(dialect="duckdb")
+        delete = "NULL"
+        if self.delete is not None:
+            delete = sqlglot.parse_one(self.delete, dialect="postgres").sql(dialect="duckdb")
+        inner = ", ".join(f'CAST(? AS {t}) AS "{n}"' for n, t in self.columns)
+        return f"SELECT CAST(({key}) AS VARCHAR), ({delete}) FROM (SELECT {inner}) AS _webhook"
+
+    async def evaluate(self, coord: Coordinator, rows: list[Row]) -> list[tuple[object, bool]]:
+        """(key, is a delete) per row; AdapterError if an expression fails."""
+        query = self.sql()
+        out: list[tuple[object, bool]] = []
+        cur = coord.engine.cursor()
+        try:
+            for row in rows:
+                try:
+                    res = await coord.engine.query(cur, query, list(row))
+                except duckdb.Error as e:
+                    raise translate(e) from None
+                key, delete = res.rows[0]
+                if delete is not None and not isinstance(delete, bool):
+                    raise AdapterError("42804", "DELETE WHEN expression must return boolean")
+                out.append((key, delete is True))
+        finally:
+            cur.close()
+        return out
+
+    async def validate(self, coord: Coordinator) -> None:
+        """Plan and run both expressions once over a sample row, so unknown columns (42703),
+        functions (42883) and a non-boolean DELETE WHEN (42804) fail at CREATE SOURCE."""
+        try:
+            self.sql()
+        except sqlglot.errors.SqlglotError as e:
+            raise AdapterError("42601", f"invalid UPSERT expression: {e}") from None
+        sample: dict[str, object] = {"JSON": "{}", "VARCHAR": "", "BLOB": b""}
+        await self.evaluate(coord, [tuple(sample[t] for _n, t in self.columns)])
 
 
 async def _evaluate(coord: Coordinator, spec: CheckSpec, params: list[object]) -> object:
@@ -182,9 +240,12 @@ async def append(
     for header, _column, is_bytes in v.get("header_columns", []):
         got = headers.get(str(header))
         extra.append(None if got is None else got.encode() if is_bytes else got)
-    rows: list[tuple[Row, Diff]] = [((b, *extra), 1) for b in bodies]
+    rows: list[Row] = [(b, *extra) for b in bodies]
     try:
-        await coord.write({ref.id: rows})
+        if v.get("envelope") == "upsert":
+            await _upsert(coord, ref.id, v, rows)
+        else:
+            await coord.write({ref.id: [(r, 1) for r in rows]})
     except FenceError:
         raise WebhookReject(503, "this generation has been fenced; retry") from None
     except AdapterError as e:
@@ -192,6 +253,29 @@ async def append(
             raise WebhookReject(503, "this generation is read-only; retry") from None
         raise
     return len(rows)
+
+
+async def _upsert(coord: Coordinator, item_id: str, v: dict[str, Any], rows: list[Row]) -> None:
+    """Key every row (400 if its key is NULL or an expression fails), then upsert them in
+    request order through the source's serialized writer."""
+    spec = UpsertKeySpec.from_value(dict(v["upsert"]), list(v["columns"]))
+    try:
+        keyed = await spec.evaluate(coord, rows)
+    except AdapterError as e:
+        raise WebhookReject(400, f"failed to evaluate the UPSERT key: {e.message}") from None
+    records: list[Record] = []
+    for (key, delete), row in zip(keyed, rows, strict=True):
+        if key is None:
+            raise WebhookReject(400, "the UPSERT key evaluated to NULL")
+        records.append((key, None if delete else (key, *row)))
+    writer = coord.storage.upsert_writer(item_id)
+    if writer is None:  # not started yet (just created, or promotion in progress)
+        raise WebhookReject(503, "the webhook source is not ready; retry")
+
+    async def write(diffs: list[tuple[Row, Diff]]) -> int:
+        return await coord.write({item_id: diffs})
+
+    await writer.upsert(records, write)
 
 
 def webhook_routes(app: web.Application, coord: Coordinator) -> None:
