@@ -187,7 +187,8 @@ async def test_writes_in_flight_at_a_fence_land_and_are_acknowledged_or_provably
         await asyncio.wait_for(fence_tasks[0], DEADLINE_S)  # raises what failed it
         await asyncio.wait_for(stopper, DEADLINE_S)
         assert fenced.is_set(), "the successor fenced the leader"
-        assert isinstance(env.serving.exception(), BaseExceptionGroup | FenceError)
+        stopped_by = env.serving.exception()
+        assert isinstance(stopped_by, BaseExceptionGroup | FenceError), repr(stopped_by)
         for other in successor:
             await other.close()
     assert acked, "some writes landed before the fence"
