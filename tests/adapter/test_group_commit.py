@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from twinstream.adapter.group_commit import CommitterShutDown, GroupCommitter
+from twinstream.adapter import group_commit
+from twinstream.adapter.group_commit import CommitOutcomeUnknown, CommitterShutDown, GroupCommitter
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.session import to_pg_error
 from twinstream.catalog import DeployGenerationFenced, DurableCatalog, OpenMode
@@ -187,3 +188,28 @@ async def test_stop_commits_what_is_queued_and_refuses_new_writes(location: Loca
         assert sorted(r[0][0] for r in rows) == list(range(5))
         with pytest.raises(CommitterShutDown):
             await env.committer.wait_committed(max(done) + 1)
+
+
+async def test_a_commit_that_does_not_finish_at_shutdown_is_not_retryable(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit still in flight after `COMMIT_DRAIN_TIMEOUT_S` (a hung store) may or may not
+    land: its writer gets 40003, which the balancer never re-sends (57P01 would be)."""
+    monkeypatch.setattr(group_commit, "COMMIT_DRAIN_TIMEOUT_S", 0.05)
+    async with leader(location) as env:
+        t = env.client.open("t")
+        await env.committer.register(t)
+        entered, never = asyncio.Event(), asyncio.Event()
+
+        async def hung_confirm() -> None:
+            entered.set()
+            await never.wait()
+
+        env.committer.confirm_leadership = hung_confirm
+        write = asyncio.create_task(env.committer.write({"t": [((1,), 1)]}))
+        await asyncio.wait_for(entered.wait(), 10.0)
+        env.task.cancel()
+        with pytest.raises(CommitOutcomeUnknown) as info:
+            await asyncio.wait_for(write, 10.0)
+        err = to_pg_error(info.value)
+        assert (err.sqlstate, err.severity) == ("40003", "ERROR")
