@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from twinstream.adapter.group_commit import CommitterShutDown, GroupCommitter
+from twinstream.adapter import group_commit
+from twinstream.adapter.group_commit import CommitOutcomeUnknown, CommitterShutDown, GroupCommitter
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.session import to_pg_error
 from twinstream.catalog import DeployGenerationFenced, DurableCatalog, OpenMode
@@ -141,3 +142,74 @@ async def test_bug_write_to_unregistered_table_after_stop_is_retryable(location:
             await env.task
         with pytest.raises(CommitterShutDown):
             await env.committer.write({"never-registered": [((1,), 1)]})
+
+
+async def test_bug_cancel_lets_the_commit_in_flight_finish(location: Location) -> None:
+    """A cancelled loop (another task saw the fence and the task group cancelled it) used to
+    leave the writers of the commit in flight unanswered — their sessions were then cut off
+    with a retryable 57P01 although the commit could land: a duplicate after the balancer's
+    re-send. Now the commit finishes and its writers get its real outcome."""
+    async with leader(location) as env:
+        t = env.client.open("t")
+        await env.committer.register(t)
+        confirm = env.committer.confirm_leadership
+        entered, gate = asyncio.Event(), asyncio.Event()
+
+        async def slow_confirm() -> None:
+            entered.set()
+            await gate.wait()
+            await confirm()
+
+        env.committer.confirm_leadership = slow_confirm
+        write = asyncio.create_task(env.committer.write({"t": [((1,), 1)]}))
+        await asyncio.wait_for(entered.wait(), 10.0)  # the commit of (1,) is in flight
+        env.task.cancel()
+        await asyncio.sleep(0)  # the cancellation is delivered while the commit waits
+        gate.set()
+        ts = await asyncio.wait_for(write, 10.0)
+        with pytest.raises(asyncio.CancelledError):
+            await env.task
+        assert await t.snapshot(ts) == [((1,), 1)], "acknowledged and durable"
+
+
+async def test_stop_commits_what_is_queued_and_refuses_new_writes(location: Location) -> None:
+    async with leader(location) as env:
+        t = env.client.open("t")
+        await env.committer.register(t)
+        queued = [asyncio.create_task(env.committer.write({"t": [((i,), 1)]})) for i in range(5)]
+        await asyncio.sleep(0)  # the writes are queued
+        env.committer.stop()
+        with pytest.raises(CommitterShutDown):  # new work is refused at once, unrun
+            await env.committer.write({"t": [(("late",), 1)]})
+        done = await asyncio.wait_for(asyncio.gather(*queued), 10.0)
+        await asyncio.wait_for(env.task, 10.0)  # the loop ends normally
+        assert env.committer.stopped
+        rows = await t.snapshot(max(done))
+        assert sorted(r[0][0] for r in rows) == list(range(5))
+        with pytest.raises(CommitterShutDown):
+            await env.committer.wait_committed(max(done) + 1)
+
+
+async def test_a_commit_that_does_not_finish_at_shutdown_is_not_retryable(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit still in flight after `COMMIT_DRAIN_TIMEOUT_S` (a hung store) may or may not
+    land: its writer gets 40003, which the balancer never re-sends (57P01 would be)."""
+    monkeypatch.setattr(group_commit, "COMMIT_DRAIN_TIMEOUT_S", 0.05)
+    async with leader(location) as env:
+        t = env.client.open("t")
+        await env.committer.register(t)
+        entered, never = asyncio.Event(), asyncio.Event()
+
+        async def hung_confirm() -> None:
+            entered.set()
+            await never.wait()
+
+        env.committer.confirm_leadership = hung_confirm
+        write = asyncio.create_task(env.committer.write({"t": [((1,), 1)]}))
+        await asyncio.wait_for(entered.wait(), 10.0)
+        env.task.cancel()
+        with pytest.raises(CommitOutcomeUnknown) as info:
+            await asyncio.wait_for(write, 10.0)
+        err = to_pg_error(info.value)
+        assert (err.sqlstate, err.severity) == ("40003", "ERROR")

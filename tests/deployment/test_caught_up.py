@@ -8,6 +8,7 @@ import pytest
 from twinstream.deployment.caught_up import (
     CollectionFrontiers,
     ReplicaHealth,
+    StabilityGate,
     check_caught_up,
     crash_looping_clusters,
 )
@@ -105,3 +106,38 @@ def test_crash_loop_parameters() -> None:
     for bad in ("-1", "three", "1.5", ""):
         with pytest.raises(ParamError, match="expected a whole number >= 0"):
             validate("with_0dt_caught_up_check_crash_loop_restarts", bad)
+
+
+def test_stability_gate_bootstrap_collections_need_the_whole_period() -> None:
+    gate = StabilityGate(period_ms=2000)
+    assert not gate.observe(0, ["t", "mv"], ["mv"])
+    assert not gate.observe(1000, ["t", "mv"], [])  # mv caught up only since 1000
+    assert not gate.observe(2500, ["t", "mv"], [])
+    assert gate.observe(3000, ["t", "mv"], [])
+    assert not gate.observe(3200, ["t", "mv"], ["t"]), "a laggard closes the gate"
+    assert not gate.observe(3400, ["t", "mv"], []), "and restarts its period"
+    assert gate.observe(5400, ["t", "mv"], [])
+
+
+def test_stability_gate_objects_added_by_ddl_need_only_be_caught_up_now() -> None:
+    """Steady DDL (an object created or dropped every second) must not starve the gate:
+    before, every change restarted one global period, and under `twinstream demo`'s DDL client
+    an upgrade waited up to 258 s for a gap."""
+    gate = StabilityGate(period_ms=2000)
+    assert not gate.observe(0, ["t"], [])
+    ready = []
+    for k in range(1, 20):  # a new object every 1 s, hydrating for 0.5 s, dropped after 1 s
+        now = k * 1000
+        ready.append(gate.observe(now, ["t", f"ddl{k}"], [f"ddl{k}"]))
+        ready.append(gate.observe(now + 500, ["t", f"ddl{k}"], []))
+    assert not any(ready[:3]), "not before the bootstrap collections' period"
+    assert ready[3] and all(ready[3::2]), "open whenever every object is caught up"
+    assert not any(ready[0::2]), "closed while a new object hydrates"
+
+
+def test_stability_gate_with_no_collections_still_waits_one_period() -> None:
+    gate = StabilityGate(period_ms=2000)
+    assert not gate.observe(0, [], [])
+    assert not gate.observe(1999, [], [])
+    assert gate.observe(2000, [], [])
+    assert gate.observe(2100, ["new"], []), "an object added later needs only be caught up"

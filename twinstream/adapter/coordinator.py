@@ -166,6 +166,17 @@ class Coordinator:
             with contextlib.suppress(Exception):
                 await self.compute.close()
 
+    async def quiesce(self) -> None:
+        """Shutdown, first step: group commit takes no new writes and decides the ones queued
+        (committed, or failed with the fence: provably not landed), then its loop ends. After
+        this every write a session started has its real outcome. A read-only generation has
+        no commit loop: nothing to do."""
+        task = self._commit_task
+        if task is None or task.done():
+            return
+        self.committer.stop()
+        await asyncio.wait({task})  # its outcome (a fence) is the serving task's to report
+
     def _local_replica(self, spec: ReplicaSpec, read_only: bool) -> ManagedReplica:
         """The default replica factory: an in-process replica on our persist client."""
         return LocalReplica(self.persist, spec.name, read_only=read_only)

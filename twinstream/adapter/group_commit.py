@@ -7,6 +7,11 @@ get an empty append, so all table uppers advance together to `ts + 1`. Only then
 writers acknowledged and the oracle's read timestamp moved to `ts`. The next commit starts as
 soon as the previous one is done (no fixed wait); when nobody writes, a tick every
 `interval_s` still advances the uppers and confirms leadership.
+
+Stopping never cuts a commit in half (doc/design/cutover.md, "Draining"): `stop()` refuses new
+work, commits what is queued once more (or fails it with the fence) and ends the loop; a
+cancelled loop first lets the commit in flight finish, so every writer learns the real
+outcome. A write is failed retryably only if it provably did not land.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ TableWrites = dict[str, list[tuple[Row, Diff]]]
 _ORACLE_RETRY_MAX = 100
 #: Upper bound on writes merged into one commit (the rest waits for the next one).
 MAX_WRITES_PER_COMMIT = 10_000
+#: How long a cancelled commit loop waits for the commit in flight to finish before its
+#: writers are told the outcome is unknown (a consensus store that hangs).
+COMMIT_DRAIN_TIMEOUT_S = 5.0
 
 
 class WriteFailed(Exception):
@@ -42,6 +50,12 @@ class CommitterShutDown(WriteFailed):
     """The commit loop was cancelled (the process is shutting down, e.g. after another task
     saw the fence) before the write was committed: it was not applied. Sessions answer FATAL
     57P01 so that clients, and the balancer, send it again elsewhere."""
+
+
+class CommitOutcomeUnknown(WriteFailed):
+    """The process stopped while this write's commit was in flight and the commit did not
+    finish within `COMMIT_DRAIN_TIMEOUT_S`: it may or may not have landed. Never retryable
+    (sessions answer 40003 statement_completion_unknown)."""
 
 
 @dataclass
@@ -89,6 +103,11 @@ class GroupCommitter:
         self._registrations: list[_Registration] = []
         self._wake = asyncio.Event()
         self._stopped: BaseException | None = None
+        #: Set by `stop()`: no new work; the loop commits what is queued once more and ends.
+        self._draining = False
+        #: The batch of the commit in flight (its outcome is being decided).
+        self._inflight: list[_Pending] = []
+        self._inflight_regs: list[asyncio.Future[int]] = []
         #: Readers waiting for a commit at or above a timestamp (`wait_committed`).
         self._ts_waiters: list[tuple[int, asyncio.Future[int]]] = []
 
@@ -123,24 +142,66 @@ class GroupCommitter:
         self._wake.set()  # no need to wait for the next tick
         return await fut
 
+    def stop(self) -> None:
+        """Drain: refuse new writes (CommitterShutDown: retryable, they never ran), commit
+        what is queued once more — or fail it with the fence, proving it did not land — and
+        end `run()` normally. Idempotent; a no-op once the loop has stopped."""
+        self._draining = True
+        self._wake.set()
+
+    @property
+    def stopped(self) -> bool:
+        """True once the loop has ended (drained, fenced or cancelled)."""
+        return self._stopped is not None
+
     async def run(self) -> None:
-        """The commit loop; runs until cancelled or fenced (the fence error propagates)."""
+        """The commit loop; runs until drained (`stop()`), cancelled or fenced (the fence
+        error propagates)."""
         try:
-            while True:
+            while not self._draining:
                 if not self._pending and not self._registrations and not self._ts_waiters:
                     self._wake.clear()
                     await wait_event(self._wake, self.interval_s)
-                await self._commit_once()
+                await self._commit_finishing()
+            await self._commit_finishing()  # what was queued before stop(): decided now
         except BaseException as e:
             self._stopped = e
             self._fail_all(e)
             raise
+        self._stopped = CommitterShutDown("group commit has stopped: shutting down")
+        self._fail_all(self._stopped)
 
     # -- internals -----------------------------------------------------------------------------
 
+    async def _commit_finishing(self) -> None:
+        """One commit that a cancellation cannot cut in half: cancelled, we still wait (up to
+        `COMMIT_DRAIN_TIMEOUT_S`) for the commit in flight, so that its writers get their real
+        outcome — acknowledged, or failed without landing — before the loop ends."""
+        commit = asyncio.ensure_future(self._commit_once())
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            try:
+                if not commit.done():
+                    await asyncio.wait({commit}, timeout=COMMIT_DRAIN_TIMEOUT_S)
+            finally:
+                if not commit.done():
+                    commit.cancel()
+                    unknown = CommitOutcomeUnknown("shut down while a commit was in flight")
+                    for fut in [p.done for p in self._inflight] + self._inflight_regs:
+                        if not fut.done():
+                            fut.set_exception(unknown)
+                elif not commit.cancelled():
+                    commit.exception()  # retrieved: the writers have it
+            raise
+
     def _future(self) -> asyncio.Future[int]:
+        if self._draining and self._stopped is None:
+            raise CommitterShutDown("group commit is shutting down")
         if isinstance(self._stopped, FenceError):
             raise self._stopped  # sessions turn it into FATAL 57P01: clients retry elsewhere
+        if isinstance(self._stopped, CommitterShutDown):
+            raise self._stopped
         if self._stopped is not None and not isinstance(self._stopped, Exception):
             raise CommitterShutDown("group commit has stopped: shutting down")
         if self._stopped is not None:
@@ -196,7 +257,9 @@ class GroupCommitter:
     async def _commit_once(self) -> None:
         batch = self._pending[:MAX_WRITES_PER_COMMIT]
         del self._pending[: len(batch)]
+        self._inflight = batch
         regs, self._registrations = self._registrations, []
+        self._inflight_regs = [r.done for r in regs]
         merged: TableWrites = {}
         for p in batch:
             for shard_id, rows in p.writes.items():

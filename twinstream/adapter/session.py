@@ -34,7 +34,7 @@ from twinstream.adapter.ddl import execute_ddl, is_ddl
 from twinstream.adapter.dml import Changes, delete_changes, insert_rows, update_changes
 from twinstream.adapter.duck_errors import translate
 from twinstream.adapter.errors import AdapterError
-from twinstream.adapter.group_commit import CommitterShutDown
+from twinstream.adapter.group_commit import CommitOutcomeUnknown, CommitterShutDown
 from twinstream.adapter.indexes import fast_select
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.plan import PlannedQuery, output_names, qualify
@@ -147,6 +147,8 @@ def to_pg_error(e: BaseException) -> PgError:
         )
     if isinstance(e, CommitterShutDown):  # not applied: the client may send it elsewhere
         return PgError("57P01", ADMIN_SHUTDOWN_MESSAGE, severity="FATAL")
+    if isinstance(e, CommitOutcomeUnknown):  # may have landed: never to be re-sent blindly
+        return PgError("40003", f"statement completion unknown: {e}")
     log.exception("internal error")
     return PgError(E.INTERNAL_ERROR, f"internal error: {e}")
 

@@ -227,7 +227,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         print(f"fenced out by generation {fence.fence}", file=sys.stderr, flush=True)
         return 0
     finally:
-        await server.shutdown()
+        await drain(server, coord)
         if runner is not None:
             await runner.cleanup()
         if public is not None:
@@ -244,6 +244,17 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         if orchestrator is not None:
             await orchestrator.stop_all()  # (the coordinator closed its replicas already)
         coord.engine.close()
+
+
+async def drain(server: PgWireServer, coord: Coordinator) -> None:
+    """Shut down without cutting a statement in half (doc/design/cutover.md, "Draining"):
+    take no new work (idle sessions get FATAL 57P01 now, new statements are refused unrun),
+    let group commit decide every write already queued — committed and acknowledged, or
+    failed with the fence and provably not landed — answer the statements still running,
+    then close every session with FATAL 57P01."""
+    server.begin_shutdown()
+    await coord.quiesce()
+    await server.shutdown()
 
 
 async def _system_parameters(persist: PersistClient) -> dict[str, str]:

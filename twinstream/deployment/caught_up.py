@@ -22,7 +22,7 @@ replicas have no restart counts (they cannot crash without environmentd).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -105,3 +105,43 @@ def check_caught_up(
         if lag > allowed_lag_ms:
             laggards.append(Laggard(c.name, f"{lag} ms behind"))
     return CaughtUpVerdict(tuple(laggards), excluded, tuple(stuck))
+
+
+@dataclass
+class StabilityGate:
+    """The stability period, per collection, so that DDL on the leader cannot starve it.
+
+    Collections present at the first observation (bootstrap) must stay caught up for
+    `period_ms` without a break (a replica that flaps or crash-loops shows here). Collections
+    that appear later — installed by the DDL check — only need to be caught up (hydrated and
+    within the allowed lag) when the gate is asked: the clusters they run on are the ones the
+    bootstrap collections already vouch for. Restarting one global period on every DDL change
+    (the previous rule) never converged under steady DDL: `twinstream demo`'s DDL client changes
+    the catalog about every 1.9 s and the check ran every 2 s, so readiness waited for a beat
+    between the two periods (one upgrade took 258 s)."""
+
+    period_ms: int
+    #: When each collection was last seen lagging -> caught up (absent: lagging now).
+    _since: dict[str, int] = field(default_factory=dict)
+    #: Collections present at the first observation (None until then).
+    _established: frozenset[str] | None = None
+    _started_ms: int = 0
+
+    def observe(self, now_ms: int, present: Iterable[str], lagging: Iterable[str]) -> bool:
+        """Record one caught-up round; True if the cutover may proceed now."""
+        names = set(present)
+        behind = set(lagging)
+        assert behind <= names, f"laggards {behind - names} are not present"
+        if self._established is None:
+            self._established = frozenset(names)
+            self._started_ms = now_ms
+        for name in list(self._since):
+            if name not in names or name in behind:
+                del self._since[name]
+        for name in names - behind:
+            self._since.setdefault(name, now_ms)
+        if behind or now_ms - self._started_ms < self.period_ms:
+            return False
+        return all(
+            now_ms - self._since[name] >= self.period_ms for name in names & self._established
+        )

@@ -1,10 +1,11 @@
 """The promotion task of a read-only generation: wait until caught up (or skipped, or out of
 time), keep checking for DDL on the leader, then wait for promote and take over in place.
 
-Priority each round: skip-catchup, caught-up (stable for the stability period), max wait
-(crash instead if panic-after-timeout), DDL check every interval. Then one last DDL check,
-ReadyToPromote, and on promote: open the catalog writable (fences the old generation),
-`Coordinator.promote`, IsLeader. The process never restarts.
+Priority each round: skip-catchup, caught-up (the stability gate, then one last DDL check that
+must find no change), max wait (crash instead if panic-after-timeout), DDL check every interval
+(adopts changes in place; does not restart the stability period). Then ReadyToPromote, and
+on promote: open the catalog writable (fences the old generation), `Coordinator.promote`,
+IsLeader. The process never restarts.
 
 DDL race policy: the DDL check adopts changes in place (`Coordinator.reconcile`), and promotion
 reconciles once more against the *writable* catalog — after the fence, so no DDL can slip in
@@ -27,6 +28,7 @@ from twinstream.clock import Clock
 from twinstream.deployment.caught_up import (
     CollectionFrontiers,
     ReplicaHealth,
+    StabilityGate,
     check_caught_up,
 )
 from twinstream.deployment.params import ZeroDowntimeParams
@@ -78,10 +80,10 @@ async def run_promotion(
         deployment, coord, persist, deploy_generation, params, clock, feeds or CaughtUpFeeds()
     )
     if not skipped:
-        await _ddl_check(coord, persist, deploy_generation, clock)
         # Load what the followers mirrored into the query engine now, not at the first read
         # after the cutover (a 200k-row table stalled that read for a minute). In a worker
-        # thread: the status API keeps answering meanwhile.
+        # thread: the status API keeps answering meanwhile. (`_catch_up` made the last DDL
+        # check, right after its last flush.)
         started = time.monotonic()
         await asyncio.to_thread(coord.engine.flush)
         log.info("query engine loaded in %.1f s", time.monotonic() - started)
@@ -117,34 +119,44 @@ async def _catch_up(
     clock: Clock,
     feeds: CaughtUpFeeds,
 ) -> bool:
-    """Returns True if catch-up was skipped (skip-catchup)."""
+    """Returns True if catch-up was skipped (skip-catchup).
+
+    Ready when the stability gate opens (`StabilityGate`: bootstrap collections caught up for
+    the stability period, collections added by DDL caught up now) AND one more DDL check finds
+    the leader's catalog unchanged — that is the last DDL check. If it found a change, the new
+    objects are installed and must catch up in turn; the others keep their stability. So under
+    steady DDL the cutover waits only for a moment when every object is hydrated and no DDL
+    committed since the previous check (doc/design/zero-downtime.md, "DDL check and the
+    race": the bound)."""
     start = clock.monotonic()
     last_ddl = start
-    stable_since: float | None = None
+    gate = StabilityGate(params.with_0dt_caught_up_check_stability_period_ms)
     interval_s = params.with_0dt_deployment_caught_up_check_interval_ms / 1000
     while True:
         if deployment.skip_catchup.is_set():
             log.info("catch-up skipped on request")
             return True
         now = clock.monotonic()
-        if await _caught_up(coord, params, clock, feeds):
-            stable_since = now if stable_since is None else stable_since
-            if (now - stable_since) * 1000 >= params.with_0dt_caught_up_check_stability_period_ms:
+        present, lagging = await _caught_up(coord, params, clock, feeds)
+        if gate.observe(int(now * 1000), present, lagging):
+            last_ddl = clock.monotonic()
+            if not await _ddl_check(coord, persist, generation, clock):
                 log.info("caught up with the leader")
                 return False
-        else:
-            stable_since = None
+            log.info("DDL at the last check: its objects catch up before ReadyToPromote")
         if (now - start) * 1000 >= params.with_0dt_deployment_max_wait_ms:
             if params.enable_0dt_deployment_panic_after_timeout:
                 raise NotCaughtUpInTime(
                     f"not caught up within {params.with_0dt_deployment_max_wait_ms} ms"
                 )
             log.warning("not caught up within max wait; proceeding")
+            await _ddl_check(coord, persist, generation, clock)
             return False
         if (now - last_ddl) * 1000 >= params.with_0dt_deployment_ddl_check_interval_ms:
+            # Install what the leader created meanwhile, so that it hydrates now; this does
+            # not restart anyone's stability (new objects must be caught up, see above).
             last_ddl = now
-            if await _ddl_check(coord, persist, generation, clock):
-                stable_since = None
+            await _ddl_check(coord, persist, generation, clock)
         await wait_event(deployment.skip_catchup, interval_s)
 
 
@@ -196,14 +208,16 @@ async def compute_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
 
 async def _caught_up(
     coord: Coordinator, params: ZeroDowntimeParams, clock: Clock, feeds: CaughtUpFeeds
-) -> bool:
+) -> tuple[list[str], list[str]]:
+    """(every collection, the ones that hold up the cutover), by name."""
     collections = [
         *await table_frontiers(coord),
         *await compute_frontiers(coord),
         *await feeds.collections(),
     ]
+    present = [c.name for c in collections]
     if not params.enable_0dt_caught_up_check:
-        return all(c.hydrated for c in collections)
+        return present, [c.name for c in collections if not c.hydrated]
     verdict = check_caught_up(
         collections,
         now_ms=clock.now_ms(),
@@ -220,7 +234,7 @@ async def _caught_up(
         log.warning("cluster %s: every replica crash-loops; excluded from the check", cluster)
     for lag in verdict.laggards:
         log.info("not caught up: %s", lag)
-    return verdict.caught_up
+    return present, [lag.name for lag in verdict.laggards]
 
 
 async def _ddl_check(

@@ -234,6 +234,12 @@ def _canceled() -> PgError:
     return PgError(SqlState.QUERY_CANCELED, "canceling statement due to user request")
 
 
+#: Messages that start executing something: refused once the server is shutting down.
+_NEW_WORK = (m.Query, m.Execute, m.FunctionCall)
+#: Extended-protocol messages that open (or continue) a unit ended by Sync.
+_UNIT_MESSAGES = (m.Parse, m.Bind, m.Describe, m.Execute, m.Close, m.Flush)
+
+
 class Connection:
     """Serves one socket until it closes. Made and tracked by `PgWireServer`."""
 
@@ -257,6 +263,11 @@ class Connection:
         self._busy = False
         self._cancel_requested = False
         self._terminating: PgError | None = None
+        #: Inside an extended-protocol unit: a message other than Sync came since the last
+        #: ReadyForQuery (a terminating connection serves the unit up to its Sync).
+        self._in_unit = False
+        #: Waiting for the next row of an async (open-ended) stream.
+        self._streaming = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
@@ -335,10 +346,28 @@ class Connection:
 
     # ------------------------------------------------------------------ control (from server)
 
-    def terminate(self, error: PgError) -> None:
-        """Shutdown: send `error` (FATAL) as the last message and close."""
+    def terminate(self, error: PgError, *, force: bool = False) -> None:
+        """Shutdown: send `error` (FATAL) as the last message and close. An idle session
+        goes at once. A statement already running finishes and is answered (a write whose
+        commit landed must be acknowledged: the balancer would re-send a statement cut off
+        by the FATAL), and so does the rest of its extended-protocol unit up to Sync; new
+        statements are refused with `error` unrun. `force` cuts off even a running one
+        (after the server's grace period)."""
         if self._terminating is None:
             self._terminating = error
+        if force or self._streaming or not (self._busy or self._in_unit):
+            self._cancel_task()
+
+    async def _next_streamed(self, source: _RowSource) -> Sequence[object] | None:
+        """The next row of an open-ended stream (SUBSCRIBE); shutdown cuts off a wait here
+        at once (such streams never end by themselves; the balancer resumes them)."""
+        self._streaming = True
+        try:
+            return await source.next_async()
+        finally:
+            self._streaming = False
+
+    def _cancel_task(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
@@ -531,6 +560,8 @@ class Connection:
 
     async def _command_loop(self) -> None:
         while True:
+            if self._terminating is not None and not self._in_unit:
+                raise _Fatal(self._terminating)  # shutting down: answered all it started
             try:
                 msg = await self._read_message()
             except MessageDecodeError as exc:
@@ -550,6 +581,12 @@ class Connection:
                 return
             if self._ignore_till_sync and not isinstance(msg, m.Sync):
                 continue
+            if self._terminating is not None and isinstance(msg, _NEW_WORK):
+                raise _Fatal(self._terminating)  # refused unrun: the client may re-send it
+            if isinstance(msg, _UNIT_MESSAGES):
+                self._in_unit = True
+            elif isinstance(msg, m.Sync | m.Query | m.FunctionCall):
+                self._in_unit = False
             self._busy = True
             try:
                 await self._dispatch(msg)
@@ -739,7 +776,7 @@ class Connection:
         while max_rows <= 0 or sent < max_rows:
             if self._cancel_requested:
                 raise _canceled()
-            item = await source.next_async()
+            item = await self._next_streamed(source)
             if item is None:
                 return sent, True
             if len(item) != ncols:
@@ -1035,7 +1072,7 @@ class Connection:
                 while True:
                     if self._cancel_requested:
                         raise _canceled()
-                    item = await source.next_async()
+                    item = await self._next_streamed(source)
                     if item is None:
                         break
                     self._send(m.CopyData(line(item)))

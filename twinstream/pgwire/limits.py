@@ -23,6 +23,10 @@ OUTPUT_FLUSH_BYTES = 64 * 1024
 ROW_BATCH = 512
 #: How long shutdown waits for a closing connection's last bytes (the FATAL) to be written.
 SHUTDOWN_FLUSH_TIMEOUT_S = 2.0
+#: At shutdown, how long statements already running may take to finish and be answered
+#: before they are cut off with FATAL 57P01 (a write's commit is decided long before: the
+#: group commit drains first; this bounds reads and SUBSCRIBEs, which are safe to re-send).
+SHUTDOWN_GRACE_S = 1.0
 #: PBKDF2 iterations of the SCRAM-SHA-256 verifiers computed from plain passwords (PostgreSQL's
 #: scram_iterations default).
 SCRAM_ITERATIONS = 4096

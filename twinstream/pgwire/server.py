@@ -4,7 +4,8 @@
     await server.start()
     server.port                       # the bound port (port 0 → ephemeral)
     ...
-    await server.shutdown()           # FATAL 57P01 to every session, then close
+    await server.shutdown()           # no new work; running statements are answered, then
+                                      # FATAL 57P01 to every session and close
 
 One task per connection (`Connection.run`), tracked by the server so that `shutdown` can end
 them all; a failure on one connection (garbage bytes → FATAL 08P01) never touches another.
@@ -28,6 +29,7 @@ from twinstream.pgwire.limits import (
     MAX_CONNECTIONS_DEFAULT,
     MAX_MESSAGE_BYTES,
     SHUTDOWN_FLUSH_TIMEOUT_S,
+    SHUTDOWN_GRACE_S,
     STARTUP_TIMEOUT_S,
 )
 
@@ -78,6 +80,7 @@ class PgWireServer:
         self._admitted: set[Connection] = set()
         self._by_key: dict[tuple[int, int], Connection] = {}
         self._closing = False
+        self._shutdown_error: PgError | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -114,19 +117,41 @@ class PgWireServer:
         """Connections past their startup packet, i.e. counted against max_connections."""
         return len(self._admitted)
 
-    async def shutdown(
-        self, reason: str = ADMIN_SHUTDOWN_MESSAGE, *, timeout_s: float = SHUTDOWN_FLUSH_TIMEOUT_S
-    ) -> None:
-        """Stop listening, send FATAL 57P01 `reason` to every connection and close them all."""
+    def begin_shutdown(self, reason: str = ADMIN_SHUTDOWN_MESSAGE) -> None:
+        """Stop listening and take no new work: idle sessions get FATAL 57P01 `reason` at
+        once, a session running a statement finishes it (and its extended-protocol unit) and
+        gets the FATAL after the answer; statements arriving now are refused unrun."""
         self._closing = True
         if self._server is not None:
             self._server.close()
-        error = PgError(SqlState.ADMIN_SHUTDOWN, reason, severity="FATAL")
+        self._shutdown_error = PgError(SqlState.ADMIN_SHUTDOWN, reason, severity="FATAL")
+        for conn in list(self._connections):
+            conn.terminate(self._shutdown_error)
+
+    async def shutdown(
+        self,
+        reason: str = ADMIN_SHUTDOWN_MESSAGE,
+        *,
+        grace_s: float = SHUTDOWN_GRACE_S,
+        timeout_s: float = SHUTDOWN_FLUSH_TIMEOUT_S,
+    ) -> None:
+        """`begin_shutdown` (unless begun), wait up to `grace_s` for running statements to be
+        answered, then cut off the rest with the FATAL and close every connection."""
+        if self._shutdown_error is None:
+            self.begin_shutdown(reason)
+        assert self._shutdown_error is not None
+        error = self._shutdown_error
         conns = list(self._connections)
-        for conn in conns:
+        for conn in conns:  # connections that raced with begin_shutdown
             conn.terminate(error)
         tasks = [c.task for c in conns if c.task is not None]
         if tasks:
+            _done, running = await asyncio.wait(tasks, timeout=grace_s)
+            if running:
+                log.info("shutdown: cutting off %d statements still running", len(running))
+            for conn in conns:
+                if conn.task in running:
+                    conn.terminate(error, force=True)
             _done, pending = await asyncio.wait(tasks, timeout=timeout_s + 1.0)
             for task in pending:
                 log.warning("pgwire connection did not close in time; abandoning it")
