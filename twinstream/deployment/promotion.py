@@ -92,7 +92,11 @@ async def run_promotion(
     assert deployment.current() is DeploymentState.PROMOTING, deployment.state
     started = time.monotonic()
     writable = await DurableCatalog.open(
-        persist, OpenMode.WRITABLE, deploy_generation=deploy_generation, clock=clock
+        persist,
+        OpenMode.WRITABLE,
+        deploy_generation=deploy_generation,
+        clock=clock,
+        preloaded=coord.catalog.loaded,  # what the last DDL check read: no full read now
     )
     fenced = time.monotonic()
     deployment.fence_events["fenced_predecessor"] += 1

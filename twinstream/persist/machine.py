@@ -396,6 +396,14 @@ class Shard:
 
     # -- holds ---------------------------------------------------------------------------------
 
+    async def transform(self, transition: Callable[[ShardState], ShardState]) -> ShardState:
+        """Apply a pure state transition by compare-and-set (from the cached state; a lost
+        race, or an OpaqueMismatch / LeaseExpired / InvalidUsage from a cached state, is
+        retried from a fresh one)."""
+        out = await self._apply(transition)
+        assert isinstance(out, ShardState)
+        return out
+
     async def leased_reader(self, reader_id: str, since: int) -> LeasedReadHandle:
         handle = LeasedReadHandle(self, reader_id)
         await handle.register(since)
