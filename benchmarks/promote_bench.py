@@ -9,8 +9,12 @@ One environment, two generations, real processes:
    plus catch-up, not the safety margins);
 3. promote: ``promote_to_leader_ms`` from the promote request until the status API says
    IsLeader (polled every 2 ms; ``promote_server_ms`` is the process's own measure from
-   /metrics), ``old_exit_ms`` until generation 1 has exited; ``first_read_after_promote_s``
-   is the first full read of every collection on the new leader;
+   /metrics): the new generation serves reads and takes writes; ``promote_to_first_write_ms``
+   until an INSERT sent on a connection opened before the promotion is acknowledged — it
+   includes the new leader's wait for the fenced leader's read lease to end
+   (`NEW_LEADER_WAIT_S`, 245 ms after the fence; adapter/linearize.py); ``old_exit_ms`` until
+   generation 1 has exited; ``first_read_after_promote_s`` is the first full read of every
+   collection on the new leader;
 4. ``cold_hydration_s``: generation 2 restarted (leader at C == G), from its start until every
    collection answers in full — what a client waits for in a stop-and-restart upgrade. The
    baseline ratio is ``promote_to_leader_ms`` over that.
@@ -162,9 +166,13 @@ def _run(opts: BenchOptions) -> dict[str, Any]:
             opts.log("promoting ...")
             assert old.proc is not None
             t0 = time.perf_counter()
-            _http(new, "POST", "/api/leader/promote")
-            _wait(lambda: _status(new) == "IsLeader", "IsLeader", STATUS_POLL_S)
-            out["promote_to_leader_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            with psycopg.connect(new.conninfo(), autocommit=True) as probe:
+                t0 = time.perf_counter()
+                _http(new, "POST", "/api/leader/promote")
+                _wait(lambda: _status(new) == "IsLeader", "IsLeader", STATUS_POLL_S)
+                out["promote_to_leader_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+                probe.execute("INSERT INTO w VALUES (-1)")
+                out["promote_to_first_write_ms"] = round((time.perf_counter() - t0) * 1000, 1)
             _wait(lambda: old.proc is not None and old.proc.poll() is not None, "old exit", 0.002)
             out["old_exit_ms"] = round((time.perf_counter() - t0) * 1000, 1)
             out["old_exit_code"] = old.proc.returncode
@@ -172,12 +180,14 @@ def _run(opts: BenchOptions) -> dict[str, Any]:
                 r"twinstream_promotion_duration_ms ([0-9.]+)", _http(new, "GET", "/metrics")
             )
             out["promote_server_ms"] = round(float(m.group(1)), 1) if m else None
+            steps = re.search(r"promoted to leader in .*", new.log_path.read_text(errors="replace"))
+            out["promote_log"] = steps.group(0) if steps else None
             writer.stop.set()
             writer.thread.join()
             t0 = time.perf_counter()
             _read_all(new, rows)
             out["first_read_after_promote_s"] = round(time.perf_counter() - t0, 3)
-            written = _sql(new, "SELECT count(*) FROM w")[0][0]
+            written = _sql(new, "SELECT count(*) FROM w WHERE n >= 0")[0][0]
             out["writes_acked"] = writer.acked
             out["writes_lost"] = max(0, writer.acked - int(written))
 

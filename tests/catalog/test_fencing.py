@@ -39,7 +39,8 @@ from twinstream.catalog import (
     exit_if_fenced,
     read_catalog_generation,
 )
-from twinstream.catalog.durable import SINCE_DOWNGRADE_EVERY
+from twinstream.catalog.durable import SINCE_DOWNGRADE_EVERY, DurableCatalog
+from twinstream.clock import SYSTEM_CLOCK
 from twinstream.persist import PersistClient
 from twinstream.testing.locations import Location
 
@@ -380,3 +381,32 @@ async def test_bug_leadership_check_during_own_commit_is_not_out_of_sync(
         _, ts = await commit
         assert cat.upper == ts + 1
         await cat.confirm_leadership()
+
+
+async def test_open_from_a_stale_preload_reads_afresh(location: Location) -> None:
+    """Promotion opens writable from what the last DDL check read (`preloaded`): DDL or a
+    newer fence after that read must not be missed (the compare-and-append expects the
+    preloaded upper, so it fails and the open loads afresh)."""
+    async with clients(location, 4) as [c1, c2, c3, c4]:
+        leader = await open_cat(c1, OpenMode.WRITABLE, 1)
+        await commit_item(leader, "before")
+        follower = await open_cat(c2, OpenMode.SAVEPOINT, 2)
+        preload = follower.loaded
+        assert preload is not None
+        await commit_item(leader, "after")  # DDL after the preload
+        promoted = await DurableCatalog.open(
+            c2, OpenMode.WRITABLE, deploy_generation=2, clock=SYSTEM_CLOCK, preloaded=preload
+        )
+        assert {"before", "after"} <= item_names(promoted)
+        with pytest.raises(DeployGenerationFenced):
+            await leader.confirm_leadership()
+        await commit_item(promoted, "on-2")
+
+        # A newer generation fenced us after the preload: refused, not overwritten.
+        lagging = await open_cat(c3, OpenMode.SAVEPOINT, 3)
+        stale = lagging.loaded
+        await open_cat(c4, OpenMode.WRITABLE, 4)
+        with pytest.raises(DeployGenerationFenced):
+            await DurableCatalog.open(
+                c3, OpenMode.WRITABLE, deploy_generation=3, clock=SYSTEM_CLOCK, preloaded=stale
+            )

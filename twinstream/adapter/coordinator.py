@@ -29,6 +29,7 @@ from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
 from twinstream.adapter.temporary import TEMP_ID_PREFIX, is_temporary_id, temp_schema
 from twinstream.catalog import DurableCatalog, FenceError, Transaction
+from twinstream.catalog.state import CatalogState
 from twinstream.clock import Clock
 from twinstream.compute.replica import LocalReplica
 from twinstream.controller.compute import (
@@ -38,7 +39,16 @@ from twinstream.controller.compute import (
     ReplicaSpec,
 )
 from twinstream.controller.frontiers import PUBLISH_INTERVAL_S, FrontierPublisher
-from twinstream.persist import CriticalReadHandle, OpaqueMismatch, PersistClient, Shard
+from twinstream.persist import (
+    CriticalReadHandle,
+    ExtraMismatch,
+    OpaqueMismatch,
+    PersistClient,
+    Shard,
+    compare_and_transform_many,
+)
+from twinstream.persist import state as pst
+from twinstream.persist.state import ShardState
 from twinstream.persist.types import Diff, Row
 from twinstream.storage.manager import SourceManager, has_shard
 
@@ -46,6 +56,13 @@ log = logging.getLogger(__name__)
 
 #: The reader id of the controller's critical hold on every table shard.
 TABLE_CRITICAL_READER = "controller"
+#: Attempts to claim the oracle with the table takeover at promotion (each lost race means
+#: the old leader's last commit landed first; it is fenced, so this ends quickly).
+_TAKEOVER_RETRY_MAX = 100
+
+
+class _NewerHolder(Exception):
+    """A table's critical hold belongs to a newer fence token than ours."""
 
 
 @dataclass
@@ -109,6 +126,11 @@ class Coordinator:
         #: When this coordinator was made: after the catalog open that fenced any predecessor
         #: (see `_new_leader_wait`).
         self._created_at = clock.monotonic()
+        #: When `promote` began: right after the catalog open that fenced the old generation.
+        self._fenced_at = self._created_at
+        #: Set once group commit runs: DDL waits for it (`_commit`), writes queue for it. A
+        #: promoted coordinator reports leader before (`promote`), a booting one after.
+        self._writes_open = asyncio.Event()
         self.tables: dict[str, Shard] = {}  # item id -> shard
         self._holds: dict[str, CriticalReadHandle] = {}  # item id -> our critical read hold
         self.sessions: dict[int, SessionInfo] = {}
@@ -158,7 +180,10 @@ class Coordinator:
                 tg.create_task(self._frontier_loop(), name="compute-frontiers")
                 self.ready.set()
                 if self.config.read_only:
-                    await self._leader.wait()
+                    await self._leader.wait()  # promoted (`promote`)
+                    await self._new_leader_wait(self._fenced_at)
+                    self._commit_task = tg.create_task(self.committer.run(), name="group-commit")
+                self._writes_open.set()
                 assert self._commit_task is not None
                 tg.create_task(self._compaction_loop(), name="table-since-downgrades")
                 await self._commit_task
@@ -236,6 +261,8 @@ class Coordinator:
         new = CatalogIndex(catalog.state, self.temporary)
         self.catalog = catalog
         self.index = new
+        if _objects(old.state) == _objects(new.state):
+            return []  # only the fence token differs (promotion): the system tables stand
         for db_id, name in new.database_names.items():
             if db_id not in old.database_names:
                 self.engine.create_database(name)
@@ -259,49 +286,107 @@ class Coordinator:
         self.system.refresh(self.index, self.sessions)
         return [r.id for r in added]
 
-    async def promote(self, writable: DurableCatalog) -> None:
+    async def promote(self, writable: DurableCatalog) -> dict[str, float]:
         """Become the leader in place. `writable` is the catalog opened writable (which
-        fenced the old generation). Order matters:
+        fenced the old generation). Returns how long each step took (ms). Order matters:
 
         1. adopt the writable catalog (installs objects created since the last DDL check);
-        2. claim an oracle timestamp: the old leader's group commits include an oracle leg,
-           so any it had in flight either landed before this or now fail and see the fence;
-        3. wait until every follower mirrors its table up to the table's current upper, so no
+        2. ONE consensus transaction (`_take_over_tables`): claim an oracle timestamp and take
+           over every table's critical read hold. The old leader's group commits carry an
+           oracle leg, so any it had in flight either landed before this or now fail and see
+           the fence; hence the table uppers this transaction saw are final;
+        3. wait until every follower mirrors its table up to that upper (all at once), so no
            write acknowledged by the old leader is missing from our reads;
-        4. stop following, take the critical read holds, start group commit.
+        4. stop following, hand the tables to group commit (no registration commit), and
+           report leader: reads are served at once. Group commit starts — and so the first
+           write or DDL is acknowledged — only `NEW_LEADER_WAIT_S` after the fence (`serve`),
+           once the fenced leader's read lease has surely expired. Sinks and source ingestion
+           start after this returns (`_after_promotion`).
         """
         assert self.config.read_only, "promote() on a coordinator that is already a leader"
-        fenced_at = self.clock.monotonic()
+        assert self._tg is not None
+        steps: dict[str, float] = {}
+        mark = self._fenced_at = self.clock.monotonic()
+
+        def lap(step: str) -> None:
+            nonlocal mark
+            now = self.clock.monotonic()
+            steps[step] = (now - mark) * 1000
+            mark = now
+
         await self.reconcile(writable)
-        # Fenced the old generation (the writable open): our sinks may write now.
-        await self.compute.allow_writes()
+        lap("reconcile")
         self.oracle = TimestampOracle(self.persist.consensus, self.clock)
         self.committer.oracle = self.oracle
         self.committer.confirm_leadership = writable.confirm_leadership
-        await self.oracle.write_ts()
+        uppers = await self._take_over_tables()
+        lap("takeover")
         async with asyncio.TaskGroup() as tg:  # every table at once: promotion is the outage
-            for follower in self._followers.values():
-                tg.create_task(follower.wait_frontier(await follower.shard.upper()))
-        for task in self._follow_tasks.values():
-            task.cancel()
-        for task in self._follow_tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            for item_id, follower in self._followers.items():
+                tg.create_task(follower.wait_frontier(uppers.get(item_id, 0)))
+        lap("mirror")
+        following = list(self._follow_tasks.values())
+        for task in following:
+            task.cancel()  # their leases are released in the background (_after_promotion)
         self._follow_tasks.clear()
         self._followers.clear()
-        assert self._tg is not None
-        await self._new_leader_wait(fenced_at)
-        self._commit_task = self._tg.create_task(self.committer.run(), name="group-commit")
-        async with asyncio.TaskGroup() as tg:  # concurrently; the registrations share commits
-            holds = {i: tg.create_task(self._take_hold(s)) for i, s in self.tables.items()}
-            for shard in self.tables.values():
-                tg.create_task(self.committer.register(shard))
-        self._holds.update({i: task.result() for i, task in holds.items()})
-        for item_id, shard in self.tables.items():
-            self.table_write_ts[item_id] = max(await shard.upper() - 1, 0)
-        # Last: until every table is registered, writes keep failing with the retryable 25006.
+        self.committer.adopt(list(self.tables.values()))
+        for item_id, upper in uppers.items():
+            self.table_write_ts[item_id] = max(upper - 1, 0)
+        # Writes queue for group commit from here; DDL waits in `_commit` (see `serve`).
         self.config.read_only = False
         self._leader.set()
+        self._tg.create_task(self._after_promotion(following), name="after-promotion")
+        return steps
+
+    async def _take_over_tables(self) -> dict[str, int]:
+        """One consensus transaction: claim an oracle write timestamp and make every table's
+        critical read hold ours (keyed by our fence token; taken over from an older
+        generation or epoch, a newer holder means we are fenced). Returns each table's upper
+        as of that transaction: final, since no older leader can commit past the claim."""
+        ours = self._opaque()
+        shards = dict(self.tables)
+        if not shards:
+            await self.oracle.write_ts()
+            return {}
+
+        def take(state: ShardState) -> ShardState:
+            state = pst.register_critical(state, TABLE_CRITICAL_READER, ours)
+            current = state.critical[TABLE_CRITICAL_READER].opaque
+            if tuple(current) > ours:
+                raise _NewerHolder(f"{state.shard_id}: table hold owned by newer {current}")
+            return pst.compare_and_downgrade_critical(
+                state, TABLE_CRITICAL_READER, current, ours, 0
+            )
+
+        for attempt in range(_TAKEOVER_RETRY_MAX):
+            _ts, leg = await self.oracle.prepare_claim(refresh=attempt > 0)
+            try:
+                out = await compare_and_transform_many(
+                    [(shard, take) for shard in shards.values()], extra=[leg]
+                )
+            except _NewerHolder as e:
+                await self.catalog.confirm_leadership()  # raises FenceError if fenced
+                raise AdapterError(E.INTERNAL_ERROR, str(e)) from e
+            if isinstance(out, ExtraMismatch):
+                # The oracle moved: the old leader's last commit landed first. Check that we
+                # are still the leader, then claim again.
+                await self.catalog.confirm_leadership()
+                continue
+            self.oracle.prepared_committed(leg)
+            for item_id, shard in shards.items():
+                self._holds[item_id] = CriticalReadHandle(shard, TABLE_CRITICAL_READER)
+            return {item_id: out[shard.shard_id].upper for item_id, shard in shards.items()}
+        raise AssertionError("promotion: the timestamp oracle kept moving")
+
+    async def _after_promotion(self, following: list[asyncio.Task[None]]) -> None:
+        """What the promotion does not wait for: the followers' leases go, sinks may write
+        (we fenced the old generation), source ingestion resumes (its status shard is
+        registered by a commit, so this waits for group commit to start)."""
+        for task in following:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.compute.allow_writes()
         await self.storage.promoted()
 
     async def _new_leader_wait(self, fenced_at: float) -> None:
@@ -504,6 +589,8 @@ class Coordinator:
     async def _commit(self, build: Callable[[Transaction], Awaitable[None] | None]) -> None:
         """Run one catalog transaction under the DDL lock and refresh derived state."""
         self._check_writable()
+        # Just promoted: acknowledge no DDL before the fenced leader's read lease is over.
+        await self._writes_open.wait()
         txn = self.catalog.transaction()
         out = build(txn)
         if out is not None:
@@ -968,6 +1055,11 @@ class Coordinator:
             return await self.committer.write(by_shard)
         finally:
             self.keys.release(reservation)
+
+
+def _objects(state: CatalogState) -> dict[tuple[str, str], Any]:
+    """Everything in a catalog state but its fence token."""
+    return {key: value for key, value in state if key[0] != "fence_token"}
 
 
 def _consolidate(rows: list[tuple[Row, Diff]]) -> list[tuple[Row, Diff]]:

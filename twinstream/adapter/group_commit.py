@@ -129,6 +129,14 @@ class GroupCommitter:
         self._wake.set()
         return await reg.done
 
+    def adopt(self, shards: list[Shard]) -> None:
+        """Advance these table shards with every commit from now on, without a commit to
+        register them: promotion owns them already (their critical holds, the oracle) and
+        their cached uppers are final, so the first commit appends to them as they are."""
+        for shard in shards:
+            assert shard.cached_upper() is not None, f"adopting {shard.shard_id} without its upper"
+            self.shards[shard.shard_id] = shard
+
     def unregister(self, shard_id: str) -> None:
         self.shards.pop(shard_id, None)
 

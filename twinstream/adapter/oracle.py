@@ -68,6 +68,19 @@ class TimestampOracle:
         new_seqno = 0 if seqno is None else seqno + 1
         return ts, (self.key, seqno, VersionedData(new_seqno, codec.pack([ts, ts])))
 
+    async def prepare_claim(self, *, refresh: bool) -> tuple[int, CasOp]:
+        """Like `prepare_write`, but the leg only claims the write timestamp (the read
+        timestamp stays): promotion commits it with its takeover of the tables, so every
+        commit an older leader prepared against the old head now fails."""
+        if self.read_only:
+            raise OracleReadOnly(f"oracle {self.key} is read-only in this process")
+        if refresh or self._cached is None:
+            self._cached = await self._head()
+        seqno, r, w = self._cached
+        ts = max(w + 1, self.clock.now_ms())
+        new_seqno = 0 if seqno is None else seqno + 1
+        return ts, (self.key, seqno, VersionedData(new_seqno, codec.pack([r, ts])))
+
     def prepared_committed(self, op: CasOp) -> None:
         """The leg from `prepare_write` committed: remember the new head."""
         _key, _expected, new = op

@@ -36,7 +36,9 @@ from twinstream.catalog.state import CatalogChange, CatalogState, row
 from twinstream.catalog.txn import Transaction
 from twinstream.clock import Clock
 from twinstream.persist import OpaqueMismatch, PersistClient, ReadBeforeSince, Shard
+from twinstream.persist import state as pst
 from twinstream.persist.machine import CriticalReadHandle
+from twinstream.persist.state import ShardState
 from twinstream.persist.types import Diff, Row, Update
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,9 @@ class DurableCatalog:
         self._fenced: FenceError | None = None
         self._commits = 0
         self._critical: CriticalReadHandle | None = None
+        #: (upper, rows) of the latest full read of the shard (open, or a reload such as the
+        #: DDL check's `committed_ids`): `open(preloaded=...)` of a promotion starts from it.
+        self.loaded: tuple[int, list[tuple[Row, Diff]]] | None = None
         self._subscribers: list[asyncio.Queue[list[CatalogChange]]] = []
         # Held from a commit's compare-and-append until `upper` records it, and by
         # confirm_leadership around its read of the shard's upper: otherwise a leadership check
@@ -120,18 +125,25 @@ class DurableCatalog:
         deploy_generation: int | None,
         clock: Clock,
         migrations: Sequence[Migration] = DEFAULT_MIGRATIONS,
+        preloaded: tuple[int, list[tuple[Row, Diff]]] | None = None,
     ) -> DurableCatalog:
+        """`preloaded`: (upper, rows) of an earlier load (another open's `loaded`), tried
+        first instead of reading the shard: promotion opens writable with what the last DDL
+        check read. Safe when stale: the writable open's compare-and-append expects that
+        upper, so a catalog that moved since (DDL, a newer fence) makes it load afresh."""
         if mode is not OpenMode.READ_ONLY and deploy_generation is None:
             raise ValueError(f"opening the catalog {mode.value} needs a deploy generation")
         cat = cls(client, mode, deploy_generation, clock, migrations)
         for _ in range(_OPEN_RETRY_MAX):
-            if await cat._try_open():
+            if await cat._try_open(preloaded):
                 return cat
+            preloaded = None
             log.info("catalog open lost a race (upper moved); retrying")
         raise AssertionError("catalog open kept losing compare-and-append races")
 
-    async def _try_open(self) -> bool:
-        upper, rows = await _load(self.shard)
+    async def _try_open(self, preloaded: tuple[int, list[tuple[Row, Diff]]] | None) -> bool:
+        upper, rows = preloaded if preloaded is not None else await _load(self.shard)
+        self.loaded = (upper, rows)
         tokens = CatalogState.fence_tokens(rows)
         durable = max(tokens) if tokens else None
         gen = self.deploy_generation
@@ -187,17 +199,25 @@ class DurableCatalog:
         """
         assert self.token is not None
         ours = (self.token.deploy_generation, self.token.epoch)
-        handle = await self.shard.critical_reader(CATALOG_CRITICAL_READER, ours)
+        since = self.upper - 1
+
+        def take(state: ShardState) -> ShardState:
+            """Register the hold if absent and swap in our token: one compare-and-set."""
+            state = pst.register_critical(state, CATALOG_CRITICAL_READER, ours)
+            current = state.critical[CATALOG_CRITICAL_READER].opaque
+            if tuple(current) > ours:
+                raise OpaqueMismatch(state.shard_id, CATALOG_CRITICAL_READER, ours, current)
+            return pst.compare_and_downgrade_critical(
+                state, CATALOG_CRITICAL_READER, current, ours, since
+            )
+
         for _ in range(_OPEN_RETRY_MAX):
-            current = tuple(await handle.opaque())
-            if current > ours:
-                await self._check_fence()
             try:
-                await handle.compare_and_downgrade_since(current, ours, self.upper - 1)
+                await self.shard.transform(take)
             except OpaqueMismatch:
                 await self._check_fence()  # raises if we really were fenced
                 continue
-            self._critical = handle
+            self._critical = CriticalReadHandle(self.shard, CATALOG_CRITICAL_READER)
             return
         raise AssertionError("catalog critical hold kept moving under the writer")
 
@@ -205,6 +225,7 @@ class DurableCatalog:
 
     async def _reload(self) -> tuple[int, CatalogState, list[FenceToken]]:
         upper, rows = await _load(self.shard)
+        self.loaded = (upper, rows)
         tokens = CatalogState.fence_tokens(rows)
         return upper, CatalogState.from_rows(rows), tokens
 

@@ -33,7 +33,11 @@ from twinstream.catalog import (
 )
 from twinstream.cli.listen import parse_listen as parse_listen
 from twinstream.clock import SYSTEM_CLOCK, Clock
-from twinstream.controller.replica_processes import ReplicaProcesses, process_name
+from twinstream.controller.replica_processes import (
+    ReplicaProcesses,
+    process_name,
+    remove_older_generations,
+)
 from twinstream.deployment import progress as catch_up
 from twinstream.deployment.caught_up import CollectionFrontiers, ReplicaHealth
 from twinstream.deployment.http_api import leader_routes
@@ -167,6 +171,12 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
             # Bootstrap re-created the catalog's dataflows: adopted replicas drop the rest
             # (in the background: a replica that is down must not delay serving).
             reconciling = asyncio.create_task(replica_procs.reconcile_all(), name="reconcile")
+
+        async def remove_older_replicas() -> None:
+            """Leader only: stop older generations' clusterd processes (never higher ones)."""
+            if orchestrator is not None:
+                await remove_older_generations(orchestrator, config.data_dir, generation)
+
         if read_only:
             deployment.advance(DeploymentState.CATCHING_UP)
             tasks.add(
@@ -179,12 +189,16 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
                         params=params,
                         clock=clock,
                         feeds=_caught_up_feeds(coord, orchestrator, generation),
+                        on_leader=remove_older_replicas,
                     ),
                     name="promotion",
                 )
             )
         else:
             deployment.advance(DeploymentState.IS_LEADER)
+            if durable is not None:  # our writable open fenced whoever held the catalog
+                deployment.fence_events["fenced_predecessor"] += 1
+            tasks.add(asyncio.create_task(remove_older_replicas(), name="remove-older"))
         await server.start()
         runner, internal_port = await _start_internal_http(config, coord, deployment, orchestrator)
         public, http_port = await _start_public_http(config, coord)
@@ -223,6 +237,7 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
         fence = _find_fence(e)
         if fence is None:
             raise
+        deployment.fence_events["fenced_by_successor"] += 1
         log.warning("fenced out by generation %d; exiting", fence.fence)
         print(f"fenced out by generation {fence.fence}", file=sys.stderr, flush=True)
         return 0
@@ -309,8 +324,11 @@ async def _start_internal_http(
     orchestrator: ProcessOrchestrator | None = None,
 ) -> tuple[web.AppRunner, int]:
     app = web.Application()
+    last_collections: list[CollectionFrontiers] = []
 
-    def metrics() -> str:
+    async def metrics() -> str:
+        if coord.ready.is_set():  # lag and hydration now, not as of the last progress request
+            last_collections[:] = await catch_up.collections(coord)
         stats = coord.committer.stats
         state = deployment.current()
         lines = [
@@ -326,6 +344,10 @@ async def _start_internal_http(
         ]
         if deployment.promotion_ms is not None:
             lines.append(f"twinstream_promotion_duration_ms {deployment.promotion_ms:.3f}")
+        lines += [
+            f'twinstream_fence_events_total{{event="{event}"}} {n}'
+            for event, n in sorted(deployment.fence_events.items())
+        ]
         for item_id, follower in coord.followers().items():
             lines.append(f'twinstream_follower_frontier{{id="{item_id}"}} {follower.frontier}')
         for svc in orchestrator.services.values() if orchestrator is not None else ():
@@ -342,7 +364,6 @@ async def _start_internal_http(
         ready=lambda: coord.ready.is_set(),
         metrics=metrics,
     )
-    last_collections: list[CollectionFrontiers] = []
 
     async def progress_route(_request: web.Request) -> web.Response:
         if not coord.ready.is_set():

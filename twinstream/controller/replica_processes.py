@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sys
+from pathlib import Path
 
 from twinstream.controller.compute import ReplicaSpec
 from twinstream.controller.protocol import CollectionFrontier
 from twinstream.controller.remote import RemoteReplica, ReplicaUnavailable
-from twinstream.orchestrator.processes import ProcessOrchestrator
+from twinstream.orchestrator.processes import (
+    ProcessOrchestrator,
+    generation_of,
+    pid_alive,
+    pid_cmdline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,8 @@ PROCESS_UNAVAILABLE_AFTER_S = 60.0
 WATCH_RETRY_S = 0.2
 #: How long `frontiers()` waits for a connected process before using the pushed ones.
 FRONTIERS_TIMEOUT_S = 2.0
+#: Between sweeps for older generations' replicas while an older environmentd is alive.
+OLDER_GENERATION_SWEEP_S = 0.5
 
 
 def process_name(spec_name: str, generation: int) -> str:
@@ -117,6 +126,43 @@ class ProcessReplica(RemoteReplica):
     async def close(self) -> None:
         await self.detach()
         await self.orchestrator.stop(self.name)
+
+
+def _older_environmentd_alive(data_dir: Path, generation: int) -> bool:
+    """An environmentd of a lower generation still runs here (its ports file names a live
+    environmentd process): it may yet restart its replicas until it sees the fence."""
+    for ports_file in data_dir.glob("environmentd-gen-*.json"):
+        older = generation_of(ports_file.stem)
+        if older is None or older >= generation:
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads(ports_file.read_text())["pid"])
+            if pid_alive(pid) and "environmentd" in (pid_cmdline(pid) or []):
+                return True
+    return False
+
+
+async def remove_older_generations(
+    orchestrator: ProcessOrchestrator, data_dir: Path, generation: int
+) -> list[str]:
+    """The new leader removes the replica processes of older generations (reference: "the
+    new leader removes replicas of older generations"). A fenced environmentd normally stops
+    its own on the way out; this catches those of one that was killed (they outlive it), and
+    keeps sweeping while an older environmentd is still alive (its orchestrator restarts a
+    replica we stopped until it sees the fence). Higher generations are never touched.
+    Returns the names stopped."""
+    stopped: list[str] = []
+    while True:
+        older_alive = _older_environmentd_alive(data_dir, generation)
+        try:
+            stopped += await orchestrator.remove_older_generations(generation)
+        except Exception as e:  # a sweep that fails must not take the leader down
+            log.warning("removing older generations' replicas failed: %s: %s", type(e).__name__, e)
+        if not older_alive:
+            if stopped:
+                log.info("removed replicas of older generations: %s", ", ".join(stopped))
+            return stopped
+        await asyncio.sleep(OLDER_GENERATION_SWEEP_S)  # until the older environmentd exits
 
 
 class ReplicaProcesses:

@@ -13,7 +13,7 @@ With an API token, promote and skip-catchup need `Authorization: Bearer <token>`
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -62,7 +62,7 @@ def leader_routes(
     *,
     token: str | None,
     ready: Callable[[], bool],
-    metrics: Callable[[], str],
+    metrics: Callable[[], Awaitable[str]],
 ) -> None:
     def authorized(request: web.Request) -> bool:
         if token is None:
@@ -98,7 +98,7 @@ def leader_routes(
         return web.json_response({"status": "not ready"}, status=503)
 
     async def metrics_route(_request: web.Request) -> web.Response:
-        return web.Response(text=metrics(), content_type="text/plain")
+        return web.Response(text=await metrics(), content_type="text/plain")
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from twinstream.adapter.coordinator import Coordinator
+from twinstream.adapter.linearize import NEW_LEADER_WAIT_S
 from twinstream.aio import wait_event
 from twinstream.catalog import DurableCatalog, OpenMode
 from twinstream.clock import Clock
@@ -93,18 +94,26 @@ async def run_promotion(
     assert deployment.current() is DeploymentState.PROMOTING, deployment.state
     started = time.monotonic()
     writable = await DurableCatalog.open(
-        persist, OpenMode.WRITABLE, deploy_generation=deploy_generation, clock=clock
+        persist,
+        OpenMode.WRITABLE,
+        deploy_generation=deploy_generation,
+        clock=clock,
+        preloaded=coord.catalog.loaded,  # what the last DDL check read: no full read now
     )
     fenced = time.monotonic()
-    await coord.promote(writable)
+    deployment.fence_events["fenced_predecessor"] += 1
+    steps = await coord.promote(writable)
     deployment.advance(DeploymentState.IS_LEADER)
     deployment.promotion_ms = (time.monotonic() - started) * 1000
     log.info(
         "promoted to leader in %.1f ms (generation %d; catalog opened writable and the old "
-        "generation fenced in %.1f ms)",
+        "generation fenced in %.1f ms; %s; writes are acknowledged from %.0f ms after the "
+        "fence, when the old leader's read lease is over)",
         deployment.promotion_ms,
         deploy_generation,
         (fenced - started) * 1000,
+        ", ".join(f"{step} {ms:.1f} ms" for step, ms in steps.items()),
+        NEW_LEADER_WAIT_S * 1000,
     )
     if on_leader is not None:
         await on_leader()

@@ -57,6 +57,11 @@ class Deployment:
         self.changed = asyncio.Event()
         #: How long the last promotion took (Promoting -> IsLeader), for metrics.
         self.promotion_ms: float | None = None
+        #: Fence events (a Prometheus counter by event): "fenced_predecessor" when this
+        #: process's writable catalog open fenced an older generation or epoch (promotion, or
+        #: a leader boot over an existing catalog), "fenced_by_successor" when it saw a newer
+        #: fence (it exits right after).
+        self.fence_events: dict[str, int] = {"fenced_predecessor": 0, "fenced_by_successor": 0}
 
     def current(self) -> DeploymentState:
         return self.state

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,39 @@ def _cmdline(pid: int) -> list[str] | None:
     except OSError:
         return None
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def pid_alive(pid: int) -> bool:
+    """Public `_alive`: the process exists and is not a zombie."""
+    return _alive(pid)
+
+
+def pid_cmdline(pid: int) -> list[str] | None:
+    """Public `_cmdline`: the process's arguments (None if it is gone)."""
+    return _cmdline(pid)
+
+
+_GENERATION_SUFFIX = re.compile(r"-gen-(\d+)$")
+
+
+def generation_of(name: str) -> int | None:
+    """`quickstart-replica-u1-gen-2` -> 2; None for a name without a generation."""
+    m = _GENERATION_SUFFIX.search(name)
+    return int(m.group(1)) if m else None
+
+
+async def _terminate(pid: int) -> None:
+    """SIGTERM a process that is not our child, then SIGKILL its process group (it runs in
+    its own session) if it is still there after `STOP_TIMEOUT_S`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_TIMEOUT_S
+    while _alive(pid) and loop.time() < deadline:
+        await asyncio.sleep(PORTS_POLL_S)  # not our child: poll
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 class ProcessOrchestrator:
@@ -245,6 +279,33 @@ class ProcessOrchestrator:
         with contextlib.suppress(FileNotFoundError):
             svc.ports_file.unlink()
         return code
+
+    async def remove_older_generations(self, generation: int) -> list[str]:
+        """The new leader's sweep: stop every process in this state directory whose name
+        ends in `-gen-<G'>` with G' < `generation` (left by an older generation, e.g. one
+        that was killed: its processes outlive it). Only a live process whose command line
+        carries its name is signalled (a pid may have been reused); this generation's and
+        HIGHER generations' processes are never touched. Returns the names stopped."""
+        stopped = []
+        for ports_file in sorted(self.state_dir.glob("*.json")):
+            name = ports_file.stem
+            older = generation_of(name)
+            if older is None or older >= generation or name in self.services:
+                continue
+            try:
+                info = json.loads(ports_file.read_text())
+                pid = int(info["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being (re)written by its owner: the next sweep looks again
+            if info.get("name", name) != name:
+                continue
+            if _alive(pid) and name in (_cmdline(pid) or []):
+                log.info("stopping %s (pid %d): generation %d < %d", name, pid, older, generation)
+                await _terminate(pid)
+                stopped.append(name)
+            with contextlib.suppress(FileNotFoundError):
+                ports_file.unlink()
+        return stopped
 
     async def stop_all(self) -> None:
         for name in list(self.services):

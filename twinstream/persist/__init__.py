@@ -29,6 +29,7 @@ from twinstream.persist.machine import (
     Shard,
     Updates,
     compare_and_append_many,
+    compare_and_transform_many,
 )
 from twinstream.persist.types import Diff, Row, Timestamp, Update, consolidate, consolidate_rows
 from twinstream.persist.urls import open_blob, open_consensus
@@ -61,6 +62,7 @@ __all__ = [
     "UpperMismatch",
     "VersionedData",
     "compare_and_append_many",
+    "compare_and_transform_many",
     "consolidate",
     "consolidate_rows",
     "open_blob",

@@ -8,6 +8,7 @@ wins, and a losing writer deletes its blob.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -395,6 +396,14 @@ class Shard:
 
     # -- holds ---------------------------------------------------------------------------------
 
+    async def transform(self, transition: Callable[[ShardState], ShardState]) -> ShardState:
+        """Apply a pure state transition by compare-and-set (from the cached state; a lost
+        race, or an OpaqueMismatch / LeaseExpired / InvalidUsage from a cached state, is
+        retried from a fresh one)."""
+        out = await self._apply(transition)
+        assert isinstance(out, ShardState)
+        return out
+
     async def leased_reader(self, reader_id: str, since: int) -> LeasedReadHandle:
         handle = LeasedReadHandle(self, reader_id)
         await handle.register(since)
@@ -575,3 +584,67 @@ async def compare_and_append_many(
             return ExtraMismatch(tuple(stale))
         fresh = True
     raise AssertionError("compare_and_append_many: CAS retry limit exceeded")
+
+
+async def compare_and_transform_many(
+    changes: Sequence[tuple[Shard, Callable[[ShardState], ShardState]]],
+    *,
+    extra: Sequence[CasOp] = (),
+) -> dict[str, ShardState] | ExtraMismatch:
+    """Apply a pure state transition to each shard in ONE consensus transaction (all or
+    none), together with the caller's `extra` compare-and-set legs.
+
+    Transitions start from the cached states (one transaction in the common case); a lost race
+    re-reads the shards and retries; a transition that raises from a cached state is retried
+    from a fresh one, from a fresh one the error propagates. Returns the new state of every
+    shard (keyed by id: their uppers as of this transaction), or `ExtraMismatch` if an extra
+    leg was stale (no shard was touched). Used by promotion: every table's critical hold is
+    taken over in the transaction that claims the timestamp oracle, so after it no older
+    leader can append and the returned uppers are final.
+    """
+    ids = [shard.shard_id for shard, _t in changes]
+    if len(set(ids)) != len(ids):
+        raise InvalidUsage(f"compare_and_transform_many: shard listed twice in {ids}")
+    if not changes:
+        if extra:
+            raise InvalidUsage("compare_and_transform_many: extra legs need at least one shard")
+        return {}
+    consensus = changes[0][0].consensus
+    for shard, _t in changes:
+        if shard.consensus is not consensus:
+            raise InvalidUsage("compare_and_transform_many: shards on different consensus stores")
+    fresh = False
+    for _ in range(limits.CAS_RETRY_MAX):
+        ops: list[CasOp] = []
+        news: list[tuple[Shard, ShardState]] = []
+        if fresh or any(shard._state is None for shard, _t in changes):
+            await asyncio.gather(*(shard.fetch_state() for shard, _t in changes))
+        try:
+            for shard, transition in changes:
+                cur = shard._state
+                assert cur is not None, f"shard {shard.shard_id}: no state after a fetch"
+                out = transition(st.expire(cur, shard.clock.now_ms()))
+                new = dataclasses.replace(out, seqno=cur.seqno + 1)
+                news.append((shard, new))
+                expected = None if cur.seqno < 0 else cur.seqno
+                ops.append((shard.shard_id, expected, VersionedData(new.seqno, st.encode(new))))
+        except (OpaqueMismatch, LeaseExpired, InvalidUsage):
+            if fresh:
+                raise
+            fresh = True
+            continue
+        if await consensus.compare_and_set_many([*ops, *extra]):
+            for shard, new in news:
+                shard._state = new
+            for shard, new in news:
+                await shard._truncate_old_versions(new)
+            return {shard.shard_id: new for shard, new in news}
+        stale = []
+        for key, leg_expected, _new in extra:
+            head = await consensus.head(key)
+            if (None if head is None else head.seqno) != leg_expected:
+                stale.append(key)
+        if stale:
+            return ExtraMismatch(tuple(stale))
+        fresh = True
+    raise AssertionError("compare_and_transform_many: CAS retry limit exceeded")
