@@ -228,7 +228,9 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
 
 
 def environmentd_pids(data_dir: Path) -> list[int]:
-    """Live environmentd processes of this data dir (Linux /proc)."""
+    """Live environmentd and clusterd processes of this data dir (Linux /proc). clusterd
+    replicas run in their own session and outlive environmentd, so teardown finds them here
+    (their `--ports-file` lies under the data dir)."""
     needle = str(data_dir).encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -236,6 +238,7 @@ def environmentd_pids(data_dir: Path) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"environmentd" in cmd and needle in cmd:
+            ours = needle in cmd or any(arg.startswith(needle + b"/") for arg in cmd)
+            if ours and (b"environmentd" in cmd or b"clusterd" in cmd):
                 pids.append(int(entry.name))
     return pids

@@ -35,11 +35,13 @@ from twinstream.safety.faults import (
     PAUSE_S,
     PROXY_DELAY_S,
     PROXY_FAULT_S,
+    REPLICA_TARGETS,
     Action,
     Fault,
     Phase,
     Target,
     observe_phase,
+    replica_pids,
     signal_group,
     signal_pid,
 )
@@ -62,6 +64,9 @@ PHASE_POLL_S = 0.005
 #: environmentd parameters of every cell: a shorter catch-up stability period keeps cells short
 #: while still leaving a catching-up window to aim at.
 ENV_ARGS = ["--system-param", "with_0dt_caught_up_check_stability_period=1s"]
+#: What replica cells add: each replica runs as a `clusterd` process (which the fault hits),
+#: and the workload reads registers and counters through indexes those replicas maintain.
+REPLICA_ENV_ARGS = ["--replica-processes"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,11 @@ class Cell:
     backend: str
     fault: Fault
     upgrades: int = 1  # > 1: repeated upgrades with DDL in between (no fault)
+
+    @property
+    def replicas(self) -> bool:
+        """Replica processes and indexed reads (the replica fault targets need them)."""
+        return self.fault.target in REPLICA_TARGETS
 
     @property
     def name(self) -> str:
@@ -114,7 +124,14 @@ class CellResult:
 # -- the matrix -------------------------------------------------------------------------------
 
 FAULT_PHASES = (Phase.CATCHING_UP, Phase.READY, Phase.PROMOTING, Phase.JUST_PROMOTED, Phase.CUTOVER)
-PROCESS_TARGETS = (Target.OLD_ENVD, Target.NEW_ENVD, Target.BALANCER, Target.ORCHESTRATOR)
+PROCESS_TARGETS = (
+    Target.OLD_ENVD,
+    Target.NEW_ENVD,
+    Target.OLD_REPLICA,
+    Target.NEW_REPLICA,
+    Target.BALANCER,
+    Target.ORCHESTRATOR,
+)
 
 
 def full_matrix() -> list[Cell]:
@@ -150,6 +167,8 @@ def quick_matrix() -> list[Cell]:
         Cell(s, f(Target.ORCHESTRATOR, Action.KILL, Phase.CATCHING_UP)),
         Cell(s, f(Target.ORCHESTRATOR, Action.KILL, Phase.PROMOTING)),
         Cell(s, f(Target.ORCHESTRATOR, Action.STOP, Phase.READY)),
+        Cell(s, f(Target.NEW_REPLICA, Action.KILL, Phase.CATCHING_UP)),
+        Cell(s, f(Target.OLD_REPLICA, Action.STOP, Phase.PROMOTING)),
         Cell(s, NO_FAULT, upgrades=5),
         Cell(p, NO_FAULT),
         Cell(p, f(Target.CONSENSUS_PG, Action.KILL, Phase.CATCHING_UP)),
@@ -157,6 +176,7 @@ def quick_matrix() -> list[Cell]:
         Cell(p, f(Target.OLD_ENVD, Action.KILL, Phase.READY)),
         Cell(p, f(Target.NEW_ENVD, Action.STOP, Phase.CUTOVER)),
         Cell(p, f(Target.ORCHESTRATOR, Action.KILL, Phase.JUST_PROMOTED)),
+        Cell(p, f(Target.NEW_REPLICA, Action.KILL, Phase.JUST_PROMOTED)),
         Cell(p, f(Target.PROXY, Action.DELAY, Phase.CATCHING_UP)),
         Cell(p, f(Target.PROXY, Action.DROP, Phase.PROMOTING)),
         Cell(p, f(Target.PROXY, Action.PARTITION, Phase.READY)),
@@ -234,22 +254,35 @@ class _Run:
                 await asyncio.sleep(PAUSE_S)  # frozen time
                 await asyncio.to_thread(self.pg.sigcont)
             return
-        if fault.target is Target.REPLICA:
-            raise NotImplementedError("replicas are not separate processes yet")
+        if fault.target in REPLICA_TARGETS:
+            # environmentd's process orchestrator restarts a killed replica (with backoff).
+            gen = self.old_gen if fault.target is Target.OLD_REPLICA else self.old_gen + 1
+            pids = replica_pids(c.data_dir, gen)
+            if not pids:
+                self.notes.append(f"{fault.target.value} not running at {fault.phase.label}")
+                return
+            await self._signal(pids, fault.action, group=True, restart=None)
+            return
         pid, group, restart = await self._process(fault.target)
         if pid is None:
             self.notes.append(f"{fault.target.value} not running at {fault.phase.label}")
             return
+        await self._signal([pid], fault.action, group=group, restart=restart)
+
+    async def _signal(self, pids: list[int], action: Action, *, group: bool, restart: Any) -> None:
         send = signal_group if group else signal_pid
-        if fault.action is Action.KILL:
-            send(pid, signal.SIGKILL)
+        if action is Action.KILL:
+            for pid in pids:
+                send(pid, signal.SIGKILL)
             if restart is not None:
                 await asyncio.sleep(DEAD_S)  # down time before the service manager restarts it
                 await restart()
         else:
-            send(pid, signal.SIGSTOP)
+            for pid in pids:
+                send(pid, signal.SIGSTOP)
             await asyncio.sleep(PAUSE_S)  # frozen time
-            send(pid, signal.SIGCONT)
+            for pid in pids:
+                send(pid, signal.SIGCONT)
 
     async def _process(self, target: Target) -> tuple[int | None, bool, Any]:
         c = self.cluster
@@ -369,7 +402,8 @@ async def run_cell(
         if cell.backend == "postgres":
             assert pg is not None, "postgres cells need a PgServer"
             pg_url = await asyncio.to_thread(pg.create_database, f"safety_{seed}_{id(root)}")
-        cluster = Cluster(root, cell.backend, pg, pg_url, extra_args=list(ENV_ARGS))
+        extra = ENV_ARGS + (REPLICA_ENV_ARGS if cell.replicas else [])
+        cluster = Cluster(root, cell.backend, pg, pg_url, extra_args=extra)
         run = _Run(cluster, pg, [])
         try:
             return await _run(cell, seed, run)
@@ -383,7 +417,7 @@ async def run_cell(
 async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
     c = run.cluster
     await c.start()
-    await setup(c.conninfo())
+    await setup(c.conninfo(), indexed=cell.replicas)
     work = Workload(c.conninfo(), seed=seed)
     upgrades, outcome, hit, ddl_failed = 0, "upgraded", "", False
     async with asyncio.TaskGroup() as tg:
@@ -444,16 +478,30 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
 # -- many cells -------------------------------------------------------------------------------
 
 
+def cell_dir(keep: Path, cell: Cell, seed: int) -> Path:
+    """Where a kept cell's logs go: `KEEP/<backend>_<fault>-seed<S>`."""
+    return keep / f"{cell.name.replace('/', '_').replace('@', '_at_')}-seed{seed}"
+
+
 async def run_cells(
-    cells: list[Cell], seed: int, progress: Callable[[CellResult], None] | None = None
+    cells: list[Cell],
+    seed: int,
+    progress: Callable[[CellResult], None] | None = None,
+    *,
+    keep: Path | None = None,
 ) -> list[CellResult]:
+    """Run `cells` in order, cell i with seed + i; `keep`: a directory for every cell's logs."""
     pg: PgServer | None = None
     if any(cell.backend == "postgres" for cell in cells):
         pg = await asyncio.to_thread(start_pg_server)
     results = []
     try:
         for i, cell in enumerate(cells):
-            result = await run_cell(cell, seed + i, pg=pg)
+            root = None
+            if keep is not None:
+                root = cell_dir(keep, cell, seed + i)
+                root.mkdir(parents=True, exist_ok=True)
+            result = await run_cell(cell, seed + i, pg=pg, root=root)
             results.append(result)
             if progress is not None:
                 progress(result)
@@ -495,17 +543,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell", action="append", help="run only this cell (repeatable)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="one JSON line of results")
+    parser.add_argument(
+        "--only", action="append", help="keep the cells whose name contains this (repeatable)"
+    )
+    parser.add_argument("--keep", type=Path, help="keep each cell's logs under this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.cell:
         cells = [Cell.parse(name) for name in args.cell]
     else:
         cells = quick_matrix() if args.quick else full_matrix()
+    if args.only:
+        cells = [c for c in cells if any(part in c.name for part in args.only)]
 
     def progress(r: CellResult) -> None:
-        print(table([r]).splitlines()[-1], file=sys.stderr, flush=True)
+        print(f"{table([r]).splitlines()[-1]} seed={r.seed}", file=sys.stderr, flush=True)
 
-    results = asyncio.run(run_cells(cells, args.seed, progress))
+    results = asyncio.run(run_cells(cells, args.seed, progress, keep=args.keep))
     if args.json:
         out = summarize(results) | {"results": [dataclasses.asdict(r) for r in results]}
         print(json.dumps(out))
