@@ -546,6 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", help="keep the cells whose name contains this (repeatable)"
     )
+    parser.add_argument("--backend", choices=BACKENDS, help="only this consensus backend's cells")
+    parser.add_argument(
+        "--target", action="append", help="only cells faulting this target (repeatable)"
+    )
     parser.add_argument("--keep", type=Path, help="keep each cell's logs under this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -555,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = quick_matrix() if args.quick else full_matrix()
     if args.only:
         cells = [c for c in cells if any(part in c.name for part in args.only)]
+    if args.backend:
+        cells = [c for c in cells if c.backend == args.backend]
+    if args.target:
+        cells = [c for c in cells if c.fault.target.value in args.target]
 
     def progress(r: CellResult) -> None:
         print(f"{table([r]).splitlines()[-1]} seed={r.seed}", file=sys.stderr, flush=True)
