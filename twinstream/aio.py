@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
@@ -17,3 +18,15 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     except TimeoutError:
         return event.is_set()
     return True
+
+
+def task_stacks() -> str:
+    """Every task of the running loop with where it is suspended: what a process that stopped
+    making progress is waiting for (environmentd logs it on SIGUSR1)."""
+    out = io.StringIO()
+    tasks = sorted(asyncio.all_tasks(), key=lambda t: t.get_name())
+    out.write(f"{len(tasks)} asyncio tasks\n")
+    for task in tasks:
+        out.write(f"--- task {task.get_name()}\n")
+        task.print_stack(limit=20, file=out)
+    return out.getvalue()

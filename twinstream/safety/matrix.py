@@ -28,7 +28,7 @@ import psycopg
 
 from twinstream.orchestrator.record import RolloutRecord, RolloutStatus
 from twinstream.safety.checker import check
-from twinstream.safety.cluster import Cluster
+from twinstream.safety.cluster import Cluster, environmentd_pids
 from twinstream.safety.faults import (
     DEAD_S,
     NO_FAULT,
@@ -373,7 +373,14 @@ async def _settle(run: _Run) -> RolloutRecord | None:
                     return record
                 await asyncio.sleep(0.1)  # poll interval of the control API
         if attempt == 0:
-            run.notes.append("rollout did not settle: orchestrator restarted")
+            # Where is every generation stuck? environmentd logs its asyncio tasks on SIGUSR1.
+            for pid in environmentd_pids(c.data_dir):
+                signal_pid(pid, signal.SIGUSR1)
+            await asyncio.sleep(1.0)  # time to write the dump before the restart
+            run.notes.append(
+                "rollout did not settle: task stacks logged (env/environmentd-gen-*.log), "
+                "orchestrator restarted"
+            )
             run.restarted = True
             if c.orchd is not None and c.orchd.returncode is None:
                 signal_pid(c.orchd.pid, signal.SIGKILL)
