@@ -67,6 +67,8 @@ ENV_ARGS = ["--system-param", "with_0dt_caught_up_check_stability_period=1s"]
 #: What replica cells add: each replica runs as a `clusterd` process (which the fault hits),
 #: and the workload reads registers and counters through indexes those replicas maintain.
 REPLICA_ENV_ARGS = ["--replica-processes"]
+#: How long a generation that stopped running may take for its replica processes to exit.
+LEAK_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -398,6 +400,26 @@ async def _ddl(conninfo: str, i: int) -> None:
             await conn.execute(f"DROP VIEW ddl_v{i - 1}")
 
 
+async def _leaked_replicas(run: _Run) -> list[str]:
+    """Replica processes of generations that no longer run (a crashed or fenced environmentd
+    must not leave its clusterd processes behind); waits a little for them to exit."""
+    record = await run.cluster.record()
+    if record is None:
+        return []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + LEAK_GRACE_S
+    while True:
+        leaked = {
+            g: pids
+            for g in range(record.active_generation + 2)
+            if str(g) not in record.endpoints and (pids := replica_pids(run.cluster.data_dir, g))
+        }
+        if not leaked or loop.time() > end:
+            break
+        await asyncio.sleep(0.2)  # poll interval while processes exit
+    return [f"leaked replica processes of generation {g}: {p}" for g, p in leaked.items()]
+
+
 async def run_cell(
     cell: Cell, seed: int, *, pg: PgServer | None = None, root: Path | None = None
 ) -> CellResult:
@@ -464,6 +486,8 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
     if not await work.final_read(c.conninfo()):
         run.notes.append("final read failed")
         outcome = "wedged"
+    if cell.replicas:
+        run.notes += await _leaked_replicas(run)
     result = check(work.history.ops)
     counts = work.history.counts()
     return CellResult(
