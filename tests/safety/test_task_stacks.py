@@ -19,6 +19,7 @@ async def test_task_stacks_names_each_task_and_where_it_waits() -> None:
     dump = task_stacks()
     assert "--- task promotion" in dump
     assert "_parked_in_promotion" in dump
+    assert "locks.py" in dump, "the chain goes down to the awaited Event.wait"
     assert "asyncio tasks" in dump.splitlines()[0]
     event.set()
     await task
