@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from twinstream.orchestrator.record import GenerationEndpoint, RolloutRecord, RolloutStatus
-from twinstream.safety.faults import NO_FAULT, Action, Fault, FaultProxy, Phase, Target
+from twinstream.safety.faults import (
+    NO_FAULT,
+    Action,
+    Fault,
+    FaultProxy,
+    Phase,
+    Target,
+    replica_pids,
+)
 from twinstream.safety.faults import observe_phase as phase
 from twinstream.safety.matrix import Cell, full_matrix, quick_matrix
 
@@ -92,6 +104,49 @@ def test_phases_from_the_record() -> None:
     assert phase(_rec(RolloutStatus.APPLIED, 1, [0, 1]), 0, None) is Phase.CUTOVER
     assert phase(_rec(RolloutStatus.APPLIED, 1, [1]), 0, None) is Phase.DONE
     assert phase(_rec(RolloutStatus.FAILED_DEPLOY, 0, [0]), 0, None) is Phase.DONE
+
+
+def test_replica_pids_are_the_live_processes_of_one_generation(tmp_path: Path) -> None:
+    """The replica fault target finds clusterd processes by the ports files environmentd's
+    process orchestrator writes (`clusterd/<cluster>-replica-<id>-gen-<G>.json`)."""
+    state = tmp_path / "clusterd"
+    state.mkdir()
+    gone = subprocess.Popen(["true"])  # an exited process: its pid is gone
+    gone.wait()
+    live = os.getpid()
+    files = {
+        "quickstart-replica-u1-gen-1.json": {"pid": live, "port": 1, "name": "x"},
+        "c-replica-u2-gen-1.json": {"pid": gone.pid, "port": 2, "name": "y"},
+        "quickstart-replica-u1-gen-2.json": {"pid": live, "port": 3, "name": "z"},
+        "broken-gen-1.json": "{not json",
+    }
+    for name, body in files.items():
+        (state / name).write_text(body if isinstance(body, str) else json.dumps(body))
+    assert replica_pids(tmp_path, 1) == [live]
+    assert replica_pids(tmp_path, 2) == [live]
+    assert replica_pids(tmp_path, 3) == []
+
+
+def test_full_matrix_covers_every_target_action_and_phase() -> None:
+    cells = {c.name for c in full_matrix()}
+    phases = [p for p in Phase if Phase.CATCHING_UP <= p <= Phase.CUTOVER]
+    for backend in ("sqlite", "postgres"):
+        targets = [t for t in Target if t not in (Target.NONE, Target.PROXY)]
+        if backend == "sqlite":
+            targets.remove(Target.CONSENSUS_PG)
+        for target in targets:
+            for action in (Action.KILL, Action.STOP):
+                for p in phases:
+                    assert Cell(backend, Fault(target, action, p)).name in cells
+        if backend == "postgres":
+            for action in (Action.DELAY, Action.DROP, Action.PARTITION):
+                for p in phases:
+                    assert Cell(backend, Fault(Target.PROXY, action, p)).name in cells
+        assert f"{backend}/repeat-20" in cells
+        assert f"{backend}/no-fault" in cells
+    replica = Cell.parse("sqlite/kill-old-replica@ready")
+    assert replica.fault.target is Target.OLD_REPLICA and replica.replicas
+    assert not Cell.parse("sqlite/kill-old-envd@ready").replicas
 
 
 def test_cell_names_round_trip_and_matrix_sizes() -> None:

@@ -31,6 +31,9 @@ def _assert_safe(result: CellResult, *, upgraded: bool) -> None:
         ("sqlite/kill-orchestrator@promoting", True),  # resumes the promotion
         ("sqlite/kill-old-envd@catching-up", False),
         ("sqlite/repeat-3", True),
+        # a clusterd replica of the new generation killed while it hydrates the indexes that
+        # serve register and counter reads; environmentd restarts it and replays its dataflows
+        ("sqlite/kill-new-replica@catching-up", True),
     ],
 )
 async def test_sqlite_cell(name: str, upgraded: bool, tmp_path: Path) -> None:
@@ -38,6 +41,9 @@ async def test_sqlite_cell(name: str, upgraded: bool, tmp_path: Path) -> None:
     _assert_safe(result, upgraded=upgraded)
     if name.startswith("sqlite/repeat-"):
         assert result.upgrades == 3
+    if "replica" in name:
+        assert result.fault_phase == "catching-up", result.notes
+        assert not any("not running" in n or "leaked" in n for n in result.notes), result.notes
 
 
 @pytest.mark.postgres

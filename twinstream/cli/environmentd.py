@@ -24,6 +24,7 @@ from aiohttp import web
 from twinstream.adapter.coordinator import Coordinator, CoordinatorConfig
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.session import AdapterSession
+from twinstream.aio import task_stacks
 from twinstream.catalog import (
     DeployGenerationFenced,
     DurableCatalog,
@@ -161,6 +162,8 @@ async def _serve(config: EnvironmentdConfig, persist: PersistClient, clock: Cloc
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):  # kill -USR1: where is every task waiting?
+        loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("%s", task_stacks()))
     tasks: set[asyncio.Task[None]] = {asyncio.create_task(coord.serve(), name="coordinator")}
     runner: web.AppRunner | None = None
     public: web.AppRunner | None = None

@@ -33,8 +33,8 @@ from twinstream.safety.faults import FaultProxy
 from twinstream.testing.environmentd import replica_processes
 from twinstream.testing.pgserver import PgServer
 
-#: How long a process may take to come up.
-START_TIMEOUT_S = 60.0
+#: How long a process may take to come up (generous: 2 cores shared with other work).
+START_TIMEOUT_S = 180.0
 #: One read of the rollout record (the store may be frozen by a fault).
 RECORD_READ_TIMEOUT_S = 1.0
 
@@ -126,7 +126,7 @@ class Cluster:
             if proc is not None and proc.returncode is None:
                 signal_and_wait = _terminate(proc)
                 await signal_and_wait
-        for pid in environmentd_pids(self.data_dir):
+        for pid in environmentd_pids(self.data_dir) + clusterd_pids(self.data_dir):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGCONT)
                 os.killpg(pid, signal.SIGKILL)
@@ -234,6 +234,16 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
 
 def environmentd_pids(data_dir: Path) -> list[int]:
     """Live environmentd processes of this data dir (Linux /proc)."""
+    return _pids(data_dir, b"environmentd")
+
+
+def clusterd_pids(data_dir: Path) -> list[int]:
+    """Live clusterd replica processes of this data dir: they run in their own session and
+    outlive environmentd, so teardown finds them here (their `--ports-file` is under it)."""
+    return _pids(data_dir, b"clusterd")
+
+
+def _pids(data_dir: Path, program: bytes) -> list[int]:
     needle = str(data_dir).encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -241,6 +251,7 @@ def environmentd_pids(data_dir: Path) -> list[int]:
             continue
         with contextlib.suppress(OSError):
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"environmentd" in cmd and needle in cmd:
+            ours = needle in cmd or any(arg.startswith(needle + b"/") for arg in cmd)
+            if ours and program in cmd:
                 pids.append(int(entry.name))
     return pids

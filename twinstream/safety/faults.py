@@ -1,8 +1,8 @@
 """Faults: what to break, how, and when.
 
-- `Target`: a process of the environment (old / new environmentd, the balancer, the
-  orchestrator, the PostgreSQL consensus server; replicas get a hook once they exist) or the
-  TCP fault proxy between environmentd and PostgreSQL (delay, drop, partition).
+- `Target`: a process of the environment (old / new environmentd, a `clusterd` replica of the
+  old or the new generation, the balancer, the orchestrator, the PostgreSQL consensus server)
+  or the TCP fault proxy between environmentd and PostgreSQL (delay, drop, partition).
 - `Action`: kill -9 (the harness then restarts what nobody else restarts, as a service manager
   would; the orchestrator's supervisor restarts environmentd), or SIGSTOP for `PAUSE_S` then
   SIGCONT.
@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from twinstream.orchestrator.record import RolloutRecord, RolloutStatus
 
@@ -41,7 +43,8 @@ class Target(enum.StrEnum):
     BALANCER = "balancer"
     ORCHESTRATOR = "orchestrator"
     CONSENSUS_PG = "consensus-pg"
-    REPLICA = "replica"  # hook: replicas are not separate processes yet
+    OLD_REPLICA = "old-replica"  # a clusterd replica process of the old generation
+    NEW_REPLICA = "new-replica"  # ... of the new generation
     PROXY = "proxy"
 
 
@@ -55,6 +58,7 @@ class Action(enum.StrEnum):
 
 
 PROCESS_ACTIONS = (Action.KILL, Action.STOP)
+REPLICA_TARGETS = (Target.OLD_REPLICA, Target.NEW_REPLICA)
 PROXY_ACTIONS = (Action.DELAY, Action.DROP, Action.PARTITION)
 
 
@@ -112,6 +116,18 @@ def observe_phase(record: RolloutRecord | None, old_gen: int, new_status: str | 
 
 
 # -- signals ----------------------------------------------------------------------------------
+
+
+def replica_pids(data_dir: Path, generation: int) -> list[int]:
+    """The live clusterd replica processes of `generation` (environmentd's process orchestrator
+    writes `DATA_DIR/clusterd/<cluster>-replica-<id>-gen-<G>.json` = {"pid", "port", "name"})."""
+    pids = []
+    for ports_file in sorted((data_dir / "clusterd").glob(f"*-gen-{generation}.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads(ports_file.read_text())["pid"])
+            os.kill(pid, 0)
+            pids.append(pid)
+    return pids
 
 
 def signal_group(pid: int, sig: signal.Signals) -> bool:

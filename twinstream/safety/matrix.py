@@ -28,18 +28,20 @@ import psycopg
 
 from twinstream.orchestrator.record import RolloutRecord, RolloutStatus
 from twinstream.safety.checker import check
-from twinstream.safety.cluster import Cluster
+from twinstream.safety.cluster import Cluster, environmentd_pids
 from twinstream.safety.faults import (
     DEAD_S,
     NO_FAULT,
     PAUSE_S,
     PROXY_DELAY_S,
     PROXY_FAULT_S,
+    REPLICA_TARGETS,
     Action,
     Fault,
     Phase,
     Target,
     observe_phase,
+    replica_pids,
     signal_group,
     signal_pid,
 )
@@ -62,6 +64,11 @@ PHASE_POLL_S = 0.005
 #: environmentd parameters of every cell: a shorter catch-up stability period keeps cells short
 #: while still leaving a catching-up window to aim at.
 ENV_ARGS = ["--system-param", "with_0dt_caught_up_check_stability_period=1s"]
+#: What replica cells add: each replica runs as a `clusterd` process (which the fault hits),
+#: and the workload reads registers and counters through indexes those replicas maintain.
+REPLICA_ENV_ARGS = ["--replica-processes"]
+#: How long a generation that stopped running may take for its replica processes to exit.
+LEAK_GRACE_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class Cell:
     backend: str
     fault: Fault
     upgrades: int = 1  # > 1: repeated upgrades with DDL in between (no fault)
+
+    @property
+    def replicas(self) -> bool:
+        """Replica processes and indexed reads (the replica fault targets need them)."""
+        return self.fault.target in REPLICA_TARGETS
 
     @property
     def name(self) -> str:
@@ -114,7 +126,14 @@ class CellResult:
 # -- the matrix -------------------------------------------------------------------------------
 
 FAULT_PHASES = (Phase.CATCHING_UP, Phase.READY, Phase.PROMOTING, Phase.JUST_PROMOTED, Phase.CUTOVER)
-PROCESS_TARGETS = (Target.OLD_ENVD, Target.NEW_ENVD, Target.BALANCER, Target.ORCHESTRATOR)
+PROCESS_TARGETS = (
+    Target.OLD_ENVD,
+    Target.NEW_ENVD,
+    Target.OLD_REPLICA,
+    Target.NEW_REPLICA,
+    Target.BALANCER,
+    Target.ORCHESTRATOR,
+)
 
 
 def full_matrix() -> list[Cell]:
@@ -150,6 +169,8 @@ def quick_matrix() -> list[Cell]:
         Cell(s, f(Target.ORCHESTRATOR, Action.KILL, Phase.CATCHING_UP)),
         Cell(s, f(Target.ORCHESTRATOR, Action.KILL, Phase.PROMOTING)),
         Cell(s, f(Target.ORCHESTRATOR, Action.STOP, Phase.READY)),
+        Cell(s, f(Target.NEW_REPLICA, Action.KILL, Phase.CATCHING_UP)),
+        Cell(s, f(Target.OLD_REPLICA, Action.STOP, Phase.PROMOTING)),
         Cell(s, NO_FAULT, upgrades=5),
         Cell(p, NO_FAULT),
         Cell(p, f(Target.CONSENSUS_PG, Action.KILL, Phase.CATCHING_UP)),
@@ -157,6 +178,7 @@ def quick_matrix() -> list[Cell]:
         Cell(p, f(Target.OLD_ENVD, Action.KILL, Phase.READY)),
         Cell(p, f(Target.NEW_ENVD, Action.STOP, Phase.CUTOVER)),
         Cell(p, f(Target.ORCHESTRATOR, Action.KILL, Phase.JUST_PROMOTED)),
+        Cell(p, f(Target.NEW_REPLICA, Action.KILL, Phase.JUST_PROMOTED)),
         Cell(p, f(Target.PROXY, Action.DELAY, Phase.CATCHING_UP)),
         Cell(p, f(Target.PROXY, Action.DROP, Phase.PROMOTING)),
         Cell(p, f(Target.PROXY, Action.PARTITION, Phase.READY)),
@@ -234,22 +256,35 @@ class _Run:
                 await asyncio.sleep(PAUSE_S)  # frozen time
                 await asyncio.to_thread(self.pg.sigcont)
             return
-        if fault.target is Target.REPLICA:
-            raise NotImplementedError("replicas are not separate processes yet")
+        if fault.target in REPLICA_TARGETS:
+            # environmentd's process orchestrator restarts a killed replica (with backoff).
+            gen = self.old_gen if fault.target is Target.OLD_REPLICA else self.old_gen + 1
+            pids = replica_pids(c.data_dir, gen)
+            if not pids:
+                self.notes.append(f"{fault.target.value} not running at {fault.phase.label}")
+                return
+            await self._signal(pids, fault.action, group=True, restart=None)
+            return
         pid, group, restart = await self._process(fault.target)
         if pid is None:
             self.notes.append(f"{fault.target.value} not running at {fault.phase.label}")
             return
+        await self._signal([pid], fault.action, group=group, restart=restart)
+
+    async def _signal(self, pids: list[int], action: Action, *, group: bool, restart: Any) -> None:
         send = signal_group if group else signal_pid
-        if fault.action is Action.KILL:
-            send(pid, signal.SIGKILL)
+        if action is Action.KILL:
+            for pid in pids:
+                send(pid, signal.SIGKILL)
             if restart is not None:
                 await asyncio.sleep(DEAD_S)  # down time before the service manager restarts it
                 await restart()
         else:
-            send(pid, signal.SIGSTOP)
+            for pid in pids:
+                send(pid, signal.SIGSTOP)
             await asyncio.sleep(PAUSE_S)  # frozen time
-            send(pid, signal.SIGCONT)
+            for pid in pids:
+                send(pid, signal.SIGCONT)
 
     async def _process(self, target: Target) -> tuple[int | None, bool, Any]:
         c = self.cluster
@@ -340,7 +375,14 @@ async def _settle(run: _Run) -> RolloutRecord | None:
                     return record
                 await asyncio.sleep(0.1)  # poll interval of the control API
         if attempt == 0:
-            run.notes.append("rollout did not settle: orchestrator restarted")
+            # Where is every generation stuck? environmentd logs its asyncio tasks on SIGUSR1.
+            for pid in environmentd_pids(c.data_dir):
+                signal_pid(pid, signal.SIGUSR1)
+            await asyncio.sleep(1.0)  # time to write the dump before the restart
+            run.notes.append(
+                "rollout did not settle: task stacks logged (env/environmentd-gen-*.log), "
+                "orchestrator restarted"
+            )
             run.restarted = True
             if c.orchd is not None and c.orchd.returncode is None:
                 signal_pid(c.orchd.pid, signal.SIGKILL)
@@ -358,6 +400,26 @@ async def _ddl(conninfo: str, i: int) -> None:
             await conn.execute(f"DROP VIEW ddl_v{i - 1}")
 
 
+async def _leaked_replicas(run: _Run) -> list[str]:
+    """Replica processes of generations that no longer run (a crashed or fenced environmentd
+    must not leave its clusterd processes behind); waits a little for them to exit."""
+    record = await run.cluster.record()
+    if record is None:
+        return []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + LEAK_GRACE_S
+    while True:
+        leaked = {
+            g: pids
+            for g in range(record.active_generation + 2)
+            if str(g) not in record.endpoints and (pids := replica_pids(run.cluster.data_dir, g))
+        }
+        if not leaked or loop.time() > end:
+            break
+        await asyncio.sleep(0.2)  # poll interval while processes exit
+    return [f"leaked replica processes of generation {g}: {p}" for g, p in leaked.items()]
+
+
 async def run_cell(
     cell: Cell, seed: int, *, pg: PgServer | None = None, root: Path | None = None
 ) -> CellResult:
@@ -369,7 +431,8 @@ async def run_cell(
         if cell.backend == "postgres":
             assert pg is not None, "postgres cells need a PgServer"
             pg_url = await asyncio.to_thread(pg.create_database, f"safety_{seed}_{id(root)}")
-        cluster = Cluster(root, cell.backend, pg, pg_url, extra_args=list(ENV_ARGS))
+        extra = ENV_ARGS + (REPLICA_ENV_ARGS if cell.replicas else [])
+        cluster = Cluster(root, cell.backend, pg, pg_url, extra_args=extra)
         run = _Run(cluster, pg, [])
         try:
             return await _run(cell, seed, run)
@@ -383,7 +446,7 @@ async def run_cell(
 async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
     c = run.cluster
     await c.start()
-    await setup(c.conninfo())
+    await setup(c.conninfo(), indexed=cell.replicas)
     work = Workload(c.conninfo(), seed=seed)
     upgrades, outcome, hit, ddl_failed = 0, "upgraded", "", False
     async with asyncio.TaskGroup() as tg:
@@ -423,6 +486,8 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
     if not await work.final_read(c.conninfo()):
         run.notes.append("final read failed")
         outcome = "wedged"
+    if cell.replicas:
+        run.notes += await _leaked_replicas(run)
     result = check(work.history.ops)
     counts = work.history.counts()
     return CellResult(
@@ -444,16 +509,30 @@ async def _run(cell: Cell, seed: int, run: _Run) -> CellResult:
 # -- many cells -------------------------------------------------------------------------------
 
 
+def cell_dir(keep: Path, cell: Cell, seed: int) -> Path:
+    """Where a kept cell's logs go: `KEEP/<backend>_<fault>-seed<S>`."""
+    return keep / f"{cell.name.replace('/', '_').replace('@', '_at_')}-seed{seed}"
+
+
 async def run_cells(
-    cells: list[Cell], seed: int, progress: Callable[[CellResult], None] | None = None
+    cells: list[Cell],
+    seed: int,
+    progress: Callable[[CellResult], None] | None = None,
+    *,
+    keep: Path | None = None,
 ) -> list[CellResult]:
+    """Run `cells` in order, cell i with seed + i; `keep`: a directory for every cell's logs."""
     pg: PgServer | None = None
     if any(cell.backend == "postgres" for cell in cells):
         pg = await asyncio.to_thread(start_pg_server)
     results = []
     try:
         for i, cell in enumerate(cells):
-            result = await run_cell(cell, seed + i, pg=pg)
+            root = None
+            if keep is not None:
+                root = cell_dir(keep, cell, seed + i)
+                root.mkdir(parents=True, exist_ok=True)
+            result = await run_cell(cell, seed + i, pg=pg, root=root)
             results.append(result)
             if progress is not None:
                 progress(result)
@@ -495,17 +574,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell", action="append", help="run only this cell (repeatable)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="one JSON line of results")
+    parser.add_argument(
+        "--only", action="append", help="keep the cells whose name contains this (repeatable)"
+    )
+    parser.add_argument("--backend", choices=BACKENDS, help="only this consensus backend's cells")
+    parser.add_argument(
+        "--target", action="append", help="only cells faulting this target (repeatable)"
+    )
+    parser.add_argument("--keep", type=Path, help="keep each cell's logs under this directory")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.cell:
         cells = [Cell.parse(name) for name in args.cell]
     else:
         cells = quick_matrix() if args.quick else full_matrix()
+    if args.only:
+        cells = [c for c in cells if any(part in c.name for part in args.only)]
+    if args.backend:
+        cells = [c for c in cells if c.backend == args.backend]
+    if args.target:
+        cells = [c for c in cells if c.fault.target.value in args.target]
 
     def progress(r: CellResult) -> None:
-        print(table([r]).splitlines()[-1], file=sys.stderr, flush=True)
+        print(f"{table([r]).splitlines()[-1]} seed={r.seed}", file=sys.stderr, flush=True)
 
-    results = asyncio.run(run_cells(cells, args.seed, progress))
+    results = asyncio.run(run_cells(cells, args.seed, progress, keep=args.keep))
     if args.json:
         out = summarize(results) | {"results": [dataclasses.asdict(r) for r in results]}
         print(json.dumps(out))

@@ -62,9 +62,17 @@ def classify(error: BaseException, *, write: bool) -> Outcome:
     return Outcome.INFO
 
 
-async def setup(conninfo: str) -> None:
+#: With `setup(indexed=True)`: register and counter reads by key are served by these indexes,
+#: i.e. by the cluster's replicas (point reads peek the index), not by the table mirror.
+INDEXES = (
+    "CREATE INDEX reg_k ON reg (k)",
+    "CREATE INDEX ctr_k ON ctr (k)",
+)
+
+
+async def setup(conninfo: str, *, indexed: bool = False) -> None:
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        for ddl in SCHEMA:
+        for ddl in SCHEMA + (INDEXES if indexed else ()):
             await conn.execute(ddl)
         for k in range(REGISTER_KEYS):
             await conn.execute("INSERT INTO reg VALUES (%s, 0)", (k,))
