@@ -18,6 +18,7 @@ from twinstream.persist import (
     PersistClient,
     Progress,
     ReadBeforeSince,
+    ReadNotYetAvailable,
     Shard,
     Updates,
     VersionedData,
@@ -516,3 +517,34 @@ async def test_gc_orphan_blobs_leaves_other_shards_alone(clock: ManualClock, blo
     assert len(await a1.snapshot(0)) == 3
     assert len(await a.snapshot(0)) == 3
     await client.close()
+
+
+async def test_snapshot_and_updates_is_a_snapshot_plus_the_later_updates(
+    client: PersistClient,
+) -> None:
+    """One read gives what `snapshot(as_of)` and a listen from `as_of` up to the returned
+    upper give: the later updates of the batches spanning the as-of (a compacted one here,
+    the case it exists for), none of the batches after it."""
+    shard = client.open("snap-and-updates")
+    upper = 0
+    for t in range(12):  # a row added at each time, the one of time t - 3 retracted
+        ups = [((f"row{t}",), t, 1)] + ([((f"row{t - 3}",), t, -1)] if t >= 3 else [])
+        assert await shard.compare_and_append(ups, upper, t + 1) is None
+        upper = t + 1
+    await shard.critical_reader("keep", 0)
+    assert await shard.compact(full=True)
+    assert len((await shard.fetch_state()).batches) == 1  # one batch spanning every time
+    for t in range(12, 15):  # and three batches after it
+        ups = [((f"row{t}",), t, 1), ((f"row{t - 3}",), t, -1)]
+        assert await shard.compare_and_append(ups, upper, t + 1) is None
+        upper = t + 1
+    for as_of, want_upper in ((0, 12), (4, 12), (11, 12), (12, 13), (14, 15)):
+        rows, later, seen_upper = await shard.snapshot_and_updates(as_of)
+        assert seen_upper == want_upper, as_of
+        assert sorted(rows) == sorted(await shard.snapshot(as_of))
+        heard = await listen_until(shard, as_of, seen_upper) if as_of + 1 < seen_upper else []
+        want = [u for u in heard if u[1] < seen_upper]
+        assert sorted(later, key=repr) == want
+        assert all(as_of < t < seen_upper for _r, t, _d in later)
+    with pytest.raises(ReadNotYetAvailable):
+        await client.open("snap-and-updates-empty").snapshot_and_updates(0)

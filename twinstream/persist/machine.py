@@ -288,6 +288,37 @@ class Shard:
             )
         return consolidate_rows([u for u in ups if u[1] <= as_of])
 
+    async def snapshot_and_updates(
+        self, as_of: int
+    ) -> tuple[list[tuple[Row, Diff]], list[Update], int]:
+        """`snapshot(as_of)`, plus the updates at times in `(as_of, upper)` that the batches
+        it reads hold anyway, and that `upper` (`as_of + 1` if none): continue with
+        `listen(upper - 1)`. A compacted batch spanning the as-of is then decoded once, not
+        by the snapshot and again by the listen's first read. Batches entirely after the
+        as-of are left to the listen. (Batches never overlap in time, so every update in
+        `(as_of, upper)` is in a batch starting at or before the as-of.)"""
+        state = await self.fetch_state()
+        if as_of < state.since:
+            raise ReadBeforeSince(
+                f"shard {self.shard_id}: snapshot as_of {as_of} < since {state.since}"
+            )
+        if as_of >= state.upper:
+            raise ReadNotYetAvailable(
+                f"shard {self.shard_id}: snapshot as_of {as_of} >= upper {state.upper}"
+            )
+        read_state, ups = await self._read_parts(
+            lambda s: [p for p in s.batches if p.lower <= as_of], state
+        )
+        if read_state.since > as_of:
+            raise ReadBeforeSince(
+                f"shard {self.shard_id}: snapshot as_of {as_of} < since {read_state.since} "
+                "(compacted during the read)"
+            )
+        upper = max([as_of + 1] + [p.upper for p in read_state.batches if p.lower <= as_of])
+        before = [u for u in ups if u[1] <= as_of]
+        later = consolidate([u for u in ups if as_of < u[1] < upper])
+        return consolidate_rows(before), later, upper
+
     async def snapshot_updates(self, as_of: int) -> list[Update]:
         """Like `snapshot` but every row at time `as_of` (the start of a subscribe)."""
         return [(row, as_of, d) for row, d in await self.snapshot(as_of)]

@@ -5,12 +5,15 @@ What a cluster replica does for a materialized view (or an index, or a SUBSCRIBE
 1. Choose the as-of (default: the latest time every input can serve — `min(upper - 1)` over
    the inputs, and no later than the output shard's `upper - 1` so that a restart recomputes
    only what is not written yet — never below any input's `since`), take a *leased* read hold
-   there on every input, and snapshot every input at the as-of.
+   there on every input, and snapshot every input at the as-of. The batches that snapshot
+   reads may also hold later times (a compacted batch spanning the as-of): those updates,
+   complete below some `U`, are kept rather than decoded again by the listen.
 2. Hydrate: step the dataflow with the snapshots (frontier `as_of + 1`): its output at the
    as-of is the full result. `hydrated` is set then.
-3. Follow every input with `listen(as_of)`; the dataflow's frontier is the minimum of the
-   inputs' frontiers. Each step's output goes to the self-correcting `PersistSink` of the
-   output shard (if any) and to subscribers (`subscribe()`, `on_batch`).
+3. Step the kept updates, then follow every input with `listen(U - 1)`; the dataflow's
+   frontier is the minimum of the inputs' frontiers. Each step's output goes to the
+   self-correcting `PersistSink` of the output shard (if any) and to subscribers
+   (`subscribe()`, `on_batch`).
 
 The read holds are heartbeated and moved forward with the listens; they are leased, so a
 runner that dies (or a generation that is abandoned) never blocks compaction for longer than
@@ -273,16 +276,20 @@ class DataflowRunner:
         snapshots: dict[str, list[Update]] = {}
         for name, handle in self._holds.items():
             await wait_for_upper(handle.shard, as_of + 1)
-            rows = await handle.shard.snapshot(as_of)
+            # One read for the snapshot and whatever was appended after the as-of (a
+            # catching-up replica would otherwise decode a compacted batch spanning the
+            # as-of twice: once for the snapshot, once in the listen's first read).
+            rows, later, upper = await handle.shard.snapshot_and_updates(as_of)
             snapshots[name] = [(row, as_of, d) for row, d in rows]
-            self._input_frontier[name] = as_of + 1
+            self._pending[name].extend(later)
+            self._input_frontier[name] = upper
         self.dataflow = Dataflow({OUTPUT: self.plan}, as_of=as_of, name=self.name)
         self._step(snapshots, as_of + 1)
         self.hydrated.set()
         log.info("%s hydrated at as_of %d", self.name, as_of)
         await supervise(
             *[
-                self._follow_input(name, self.client.open(shard_id), as_of)
+                self._follow_input(name, self.client.open(shard_id), self._input_frontier[name] - 1)
                 for name, shard_id in self.input_shards.items()
             ],
             self._heartbeat(),
@@ -320,8 +327,9 @@ class DataflowRunner:
             if self.requested_as_of is not None:
                 raise ReadBeforeSince(f"{self.name}: as_of {as_of} was compacted away")
 
-    async def _follow_input(self, name: str, shard: Shard, as_of: int) -> None:
-        async with listen(shard, as_of, reader_id(f"{self.name}-{name}-listen")) as events:
+    async def _follow_input(self, name: str, shard: Shard, since: int) -> None:
+        """Listen from `since` (the times up to it were read before hydrating)."""
+        async with listen(shard, since, reader_id(f"{self.name}-{name}-listen")) as events:
             async for event in events:
                 if isinstance(event, Updates):
                     self._pending[name].extend(event.updates)
