@@ -10,7 +10,7 @@ generation follows the output shards like tables and appends nothing.
 Start here: `manager.py` (`SourceManager`: the coordinator's hooks), then `ingest.py` (the
 ingestion loop), `progress.py` (the remap collection), `generators.py` (COUNTER, AUCTION),
 `webhook.py` (the HTTP endpoint), `upsert.py` (ENVELOPE UPSERT: per-key state, its
-follower in read-only generations and the handover), `pg_source.py` (PostgreSQL sources over the CDC library in
-`postgres/`), `status.py` (`mz_source_statuses`), `create.py` (CREATE SOURCE / CREATE SECRET
--> catalog items). See doc/design/sources.md.
+follower in read-only generations and the handover), `pg_source.py` (PostgreSQL sources over
+the CDC library in `postgres/`), `status.py` (`mz_source_statuses`), `create.py` (CREATE
+SOURCE / CREATE SECRET -> catalog items). See doc/design/sources.md.
 """
