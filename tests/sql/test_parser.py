@@ -7,6 +7,7 @@ import sqlglot
 from sqlglot import exp
 
 from twinstream.sql import ast, parse_statement, parse_statements, parse_type_name
+from twinstream.sql import errors as sql_errors
 from twinstream.sql.ast import (
     ColumnDef,
     ObjectType,
@@ -786,3 +787,24 @@ def test_primary_key_column_and_table_constraints() -> None:
 )
 def test_move(sql: str, mode: str, count: int) -> None:
     assert parse_statement(sql) == ast.Move("c", mode, count)
+
+
+def test_envelope_upsert_with_key_and_delete() -> None:
+    stmt = parse_statement(
+        "CREATE SOURCE w FROM WEBHOOK BODY FORMAT JSON INCLUDE HEADERS "
+        "ENVELOPE UPSERT (KEY (body->>'id'), DELETE WHEN (body->>'op' = 'delete'))"
+    )
+    assert isinstance(stmt, ast.CreateSource) and stmt.envelope == "upsert"
+    assert stmt.connector == ast.Webhook("json", ())
+    assert stmt.upsert_key is not None and stmt.upsert_delete is not None
+    assert stmt.upsert_key.sql(dialect="postgres") == "body ->> 'id'"
+    assert stmt.upsert_delete.sql(dialect="postgres") == "body ->> 'op' = 'delete'"
+    raw = parse_statement("CREATE SOURCE k FROM KAFKA CONNECTION c ENVELOPE UPSERT (VALUE X)")
+    assert isinstance(raw, ast.CreateSource) and raw.upsert_key is None  # other forms stay raw
+    for bad in (
+        "CREATE SOURCE w FROM WEBHOOK BODY FORMAT JSON ENVELOPE UPSERT (DELETE WHEN (true))",
+        "CREATE SOURCE w FROM WEBHOOK BODY FORMAT JSON ENVELOPE UPSERT (KEY body)",
+        "CREATE SOURCE w FROM WEBHOOK BODY FORMAT JSON ENVELOPE UPSERT (KEY (a), NOPE)",
+    ):
+        with pytest.raises(sql_errors.SqlError):
+            parse_statement(bad)
