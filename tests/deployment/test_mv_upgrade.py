@@ -23,7 +23,7 @@ import psycopg
 
 from twinstream.persist import PersistClient, Progress, Updates
 from twinstream.persist.urls import default_blob_url, default_consensus_url
-from twinstream.testing.environmentd import EnvironmentdProcess
+from twinstream.testing.environmentd import EnvironmentdProcess, replica_processes
 
 DEADLINE_S = 60.0
 QUERY = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k"
@@ -127,9 +127,16 @@ async def test_read_only_generation_hydrates_views_then_writes_them(tmp_path: Pa
             handle = await client.open(shard_id).critical_reader("test-history", 0)
             since = max(since, await handle.since())
         writer.start()
+        old_replicas = replica_processes(data_dir, 1)
+        assert list(old_replicas) == ["quickstart-replica-u1-gen-1"], old_replicas
         new.start()
         wait_status(new, "ReadyToPromote")
         assert writer.writes > 0 and writer.error is None, writer.error
+        # Both generations run their replica processes side by side; generation 2's
+        # environmentd left generation 1's alone (same process).
+        assert replica_processes(data_dir, 1) == old_replicas
+        new_replicas = replica_processes(data_dir, 2)
+        assert list(new_replicas) == ["quickstart-replica-u1-gen-2"], new_replicas
         # The read-only generation hydrated the view on its own replica.
         hydrated = sql(
             new,
@@ -167,6 +174,9 @@ async def test_read_only_generation_hydrates_views_then_writes_them(tmp_path: Pa
         wait_status(new, "IsLeader")
         assert old.proc is not None
         old.proc.wait(timeout=20)
+        # The fenced generation's clean exit ended its replica; the leader's is untouched.
+        assert replica_processes(data_dir, 1) == {}
+        assert replica_processes(data_dir, 2) == new_replicas
         # The new leader's sink writes the view from now on.
         for i in range(10):
             sql(new, "INSERT INTO t VALUES (%s, %s)", 9, i)
