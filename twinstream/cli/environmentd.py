@@ -3,8 +3,8 @@ public HTTP (`--http-listen`: webhook sources) and the internal HTTP API (leader
 metrics).
 
 Start here: `run_environmentd(EnvironmentdConfig(...))`. It exits 0 when fenced out by a newer
-generation (so a supervisor does not restart it in a loop) and on SIGTERM after sending every
-session FATAL 57P01.
+generation (so a supervisor does not restart it in a loop) and on SIGTERM, in both cases after
+draining (`drain`: statements in flight are answered, then every session gets FATAL 57P01).
 """
 
 from __future__ import annotations
