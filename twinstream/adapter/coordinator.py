@@ -342,13 +342,12 @@ class Coordinator:
     async def _take_over_tables(self) -> dict[str, int]:
         """One consensus transaction: claim an oracle write timestamp and make every table's
         critical read hold ours (keyed by our fence token; taken over from an older
-        generation or epoch, a newer holder means we are fenced). Returns each table's upper
-        as of that transaction: final, since no older leader can commit past the claim."""
+        generation or epoch, a newer holder means we are fenced), and the catalog shard's
+        hold if the writable open deferred it. Returns each table's upper as of that
+        transaction: final, since no older leader can commit past the claim."""
         ours = self._opaque()
         shards = dict(self.tables)
-        if not shards:
-            await self.oracle.write_ts()
-            return {}
+        catalog_hold = self.catalog.needs_critical_hold()
 
         def take(state: ShardState) -> ShardState:
             state = pst.register_critical(state, TABLE_CRITICAL_READER, ours)
@@ -361,11 +360,14 @@ class Coordinator:
 
         for attempt in range(_TAKEOVER_RETRY_MAX):
             _ts, leg = await self.oracle.prepare_claim(refresh=attempt > 0)
+            changes: list[tuple[Shard, Callable[[ShardState], ShardState]]] = [
+                (shard, take) for shard in shards.values()
+            ]
+            if catalog_hold:  # the catalog shard's hold too (`open(defer_critical_hold=True)`)
+                changes.append((self.catalog.shard, self.catalog.critical_hold_transition()))
             try:
-                out = await compare_and_transform_many(
-                    [(shard, take) for shard in shards.values()], extra=[leg]
-                )
-            except _NewerHolder as e:
+                out = await compare_and_transform_many(changes, extra=[leg])
+            except (_NewerHolder, OpaqueMismatch) as e:
                 await self.catalog.confirm_leadership()  # raises FenceError if fenced
                 raise AdapterError(E.INTERNAL_ERROR, str(e)) from e
             if isinstance(out, ExtraMismatch):
@@ -374,6 +376,8 @@ class Coordinator:
                 await self.catalog.confirm_leadership()
                 continue
             self.oracle.prepared_committed(leg)
+            if catalog_hold:
+                self.catalog.critical_hold_taken()
             for item_id, shard in shards.items():
                 self._holds[item_id] = CriticalReadHandle(shard, TABLE_CRITICAL_READER)
             return {item_id: out[shard.shard_id].upper for item_id, shard in shards.items()}

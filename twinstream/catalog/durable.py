@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from twinstream.aio import wait_event
 from twinstream.catalog.bootstrap import bootstrap
@@ -108,6 +108,7 @@ class DurableCatalog:
         #: (upper, rows) of the latest full read of the shard (open, or a reload such as the
         #: DDL check's `committed_ids`): `open(preloaded=...)` of a promotion starts from it.
         self.loaded: tuple[int, list[tuple[Row, Diff]]] | None = None
+        self._defer_hold = False
         self._subscribers: list[asyncio.Queue[list[CatalogChange]]] = []
         # Held from a commit's compare-and-append until `upper` records it, and by
         # confirm_leadership around its read of the shard's upper: otherwise a leadership check
@@ -126,14 +127,21 @@ class DurableCatalog:
         clock: Clock,
         migrations: Sequence[Migration] = DEFAULT_MIGRATIONS,
         preloaded: tuple[int, list[tuple[Row, Diff]]] | None = None,
+        defer_critical_hold: bool = False,
     ) -> DurableCatalog:
         """`preloaded`: (upper, rows) of an earlier load (another open's `loaded`), tried
         first instead of reading the shard: promotion opens writable with what the last DDL
         check read. Safe when stale: the writable open's compare-and-append expects that
-        upper, so a catalog that moved since (DDL, a newer fence) makes it load afresh."""
+        upper, so a catalog that moved since (DDL, a newer fence) makes it load afresh.
+
+        `defer_critical_hold` (writable): do not take the catalog shard's critical hold here;
+        the caller commits `critical_hold_transition()` in a transaction of its own (promotion
+        takes it with the tables' holds) and then calls `critical_hold_taken()` — before any
+        commit through this handle."""
         if mode is not OpenMode.READ_ONLY and deploy_generation is None:
             raise ValueError(f"opening the catalog {mode.value} needs a deploy generation")
         cat = cls(client, mode, deploy_generation, clock, migrations)
+        cat._defer_hold = defer_critical_hold
         for _ in range(_OPEN_RETRY_MAX):
             if await cat._try_open(preloaded):
                 return cat
@@ -188,7 +196,8 @@ class DurableCatalog:
         if mismatch is not None:
             return False
         self.state, self.upper, self.token = txn.view, ts + 1, token
-        await self._take_critical_hold()
+        if not self._defer_hold:
+            await self._take_critical_hold()
         return True
 
     async def _take_critical_hold(self) -> None:
@@ -197,12 +206,26 @@ class DurableCatalog:
         An older holder may still move the hold between our read of its opaque and our swap;
         that is not a fence (we hold the largest token), so re-read and retry.
         """
-        assert self.token is not None
+        take = self.critical_hold_transition()
+        for _ in range(_OPEN_RETRY_MAX):
+            try:
+                await self.shard.transform(take)
+            except OpaqueMismatch:
+                await self._check_fence()  # raises if we really were fenced
+                continue
+            self.critical_hold_taken()
+            return
+        raise AssertionError("catalog critical hold kept moving under the writer")
+
+    def critical_hold_transition(self) -> Callable[[ShardState], ShardState]:
+        """The pure transition on `self.shard` that makes its critical hold ours: register it
+        if absent, swap in our fence token (OpaqueMismatch if a newer token holds it), and
+        move its since to our upper - 1."""
+        assert self.token is not None, "only a writable open takes the critical hold"
         ours = (self.token.deploy_generation, self.token.epoch)
         since = self.upper - 1
 
         def take(state: ShardState) -> ShardState:
-            """Register the hold if absent and swap in our token: one compare-and-set."""
             state = pst.register_critical(state, CATALOG_CRITICAL_READER, ours)
             current = state.critical[CATALOG_CRITICAL_READER].opaque
             if tuple(current) > ours:
@@ -211,15 +234,15 @@ class DurableCatalog:
                 state, CATALOG_CRITICAL_READER, current, ours, since
             )
 
-        for _ in range(_OPEN_RETRY_MAX):
-            try:
-                await self.shard.transform(take)
-            except OpaqueMismatch:
-                await self._check_fence()  # raises if we really were fenced
-                continue
-            self._critical = CriticalReadHandle(self.shard, CATALOG_CRITICAL_READER)
-            return
-        raise AssertionError("catalog critical hold kept moving under the writer")
+        return take
+
+    def needs_critical_hold(self) -> bool:
+        """Writable, opened with `defer_critical_hold`, and the hold not taken yet."""
+        return self.mode is OpenMode.WRITABLE and self._defer_hold and self._critical is None
+
+    def critical_hold_taken(self) -> None:
+        """`critical_hold_transition()` committed (see `open(defer_critical_hold=True)`)."""
+        self._critical = CriticalReadHandle(self.shard, CATALOG_CRITICAL_READER)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ async def run_promotion(
         deploy_generation=deploy_generation,
         clock=clock,
         preloaded=coord.catalog.loaded,  # what the last DDL check read: no full read now
+        defer_critical_hold=True,  # taken with the tables' holds (`Coordinator.promote`)
     )
     fenced = time.monotonic()
     deployment.fence_events["fenced_predecessor"] += 1
