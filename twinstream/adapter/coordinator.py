@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: The reader id of the controller's critical hold on every table shard.
 TABLE_CRITICAL_READER = "controller"
+#: How long promotion waits for the cancelled table followers to finish their cleanup.
+FOLLOWER_STOP_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -269,11 +271,19 @@ class Coordinator:
         async with asyncio.TaskGroup() as tg:  # every table at once: promotion is the outage
             for follower in self._followers.values():
                 tg.create_task(follower.wait_frontier(await follower.shard.upper()))
+        for follower in self._followers.values():
+            follower.stop()  # nothing reaches the mirror from here on, whatever the task does
         for task in self._follow_tasks.values():
             task.cancel()
-        for task in self._follow_tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        tasks = set(self._follow_tasks.values())
+        if tasks:
+            # Their cleanup (releasing leases) is best effort: bounded, or a follower that
+            # does not end stalls the promotion, which is the outage (seen for minutes).
+            _done, lagging = await asyncio.wait(tasks, timeout=FOLLOWER_STOP_TIMEOUT_S)
+            for task in lagging:
+                log.warning(
+                    "%s did not stop within %.0f s", task.get_name(), FOLLOWER_STOP_TIMEOUT_S
+                )
         self._follow_tasks.clear()
         self._followers.clear()
         assert self._tg is not None

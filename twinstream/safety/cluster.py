@@ -33,7 +33,7 @@ from twinstream.safety.faults import FaultProxy
 from twinstream.testing.pgserver import PgServer
 
 #: How long a process may take to come up (generous: 2 cores shared with other work).
-START_TIMEOUT_S = 180.0
+START_TIMEOUT_S = 600.0
 #: One read of the rollout record (the store may be frozen by a fault).
 RECORD_READ_TIMEOUT_S = 1.0
 
