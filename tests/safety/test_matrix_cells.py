@@ -29,7 +29,6 @@ def _assert_safe(result: CellResult, *, upgraded: bool) -> None:
     [
         ("sqlite/no-fault", True),
         ("sqlite/kill-orchestrator@promoting", True),  # resumes the promotion
-        ("sqlite/kill-old-envd@catching-up", False),
         ("sqlite/repeat-3", True),
         # a clusterd replica of the new generation killed while it hydrates the indexes that
         # serve register and counter reads; environmentd restarts it and replays its dataflows

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from twinstream.orchestrator.control import ControlServer
 from twinstream.orchestrator.record import GenerationEndpoint, RolloutRecord, RolloutStatus
 from twinstream.orchestrator.rollout import Orchestrator
 from twinstream.orchestrator.supervisor import GenerationProcess
+from twinstream.safety.cluster import Cluster
+from twinstream.safety.matrix import ENV_ARGS
 
 
 async def test_status_survives_a_generation_removed_while_it_is_asked(tmp_path: Path) -> None:
@@ -99,3 +102,35 @@ async def test_a_restarted_endpoint_is_recorded_even_if_the_store_was_down(
         assert record is not None and record.active_endpoint() == moved
     finally:
         await orch.close()
+
+
+@pytest.mark.safety
+async def test_a_restarted_orchd_resumes_the_rollout_a_crash_left(tmp_path: Path) -> None:
+    """orchd killed while the new generation catches up: the restarted one adopts both
+    generations and must drive the rollout on (to ReadyToPromote), as `twinstream up` does;
+    it left the record in Applying forever (cell postgres/kill-orchestrator@catching-up,
+    seed 6004: wedged)."""
+    cluster = Cluster(tmp_path, extra_args=list(ENV_ARGS))
+    try:
+        await cluster.start()
+        code, body = await cluster.control("POST", "/upgrade", {"strategy": "ManuallyPromote"})
+        assert code == 202, body
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 120
+        record = await cluster.record()
+        while record is None or "1" not in record.endpoints:
+            assert loop.time() < end, "generation 1 never started"
+            await asyncio.sleep(0.05)  # poll interval of the record
+            record = await cluster.record()
+        assert cluster.orchd is not None
+        cluster.orchd.kill()
+        await cluster.orchd.wait()
+        await cluster.start_orchd()
+        end = loop.time() + 180
+        while record is None or record.status is not RolloutStatus.READY_TO_PROMOTE:
+            assert record is None or record.status is not RolloutStatus.FAILED_DEPLOY, record
+            assert loop.time() < end, f"the rollout was not resumed: {record}"
+            await asyncio.sleep(0.1)  # poll interval of the record
+            record = await cluster.record()
+    finally:
+        await cluster.close()

@@ -59,6 +59,8 @@ TABLE_CRITICAL_READER = "controller"
 #: Attempts to claim the oracle with the table takeover at promotion (each lost race means
 #: the old leader's last commit landed first; it is fenced, so this ends quickly).
 _TAKEOVER_RETRY_MAX = 100
+#: How long the new leader waits for the cancelled table followers to finish their cleanup.
+FOLLOWER_STOP_TIMEOUT_S = 2.0
 
 
 class _NewerHolder(Exception):
@@ -325,6 +327,8 @@ class Coordinator:
             for item_id, follower in self._followers.items():
                 tg.create_task(follower.wait_frontier(uppers.get(item_id, 0)))
         lap("mirror")
+        for follower in self._followers.values():
+            follower.stop()  # nothing reaches the mirror from here on, whatever the task does
         following = list(self._follow_tasks.values())
         for task in following:
             task.cancel()  # their leases are released in the background (_after_promotion)
@@ -387,9 +391,14 @@ class Coordinator:
         """What the promotion does not wait for: the followers' leases go, sinks may write
         (we fenced the old generation), source ingestion resumes (its status shard is
         registered by a commit, so this waits for group commit to start)."""
-        for task in following:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if following:
+            # Their cleanup (releasing leases) is best effort and bounded: a follower that
+            # does not end (seen for minutes) must not keep sinks and sources waiting.
+            _done, lagging = await asyncio.wait(following, timeout=FOLLOWER_STOP_TIMEOUT_S)
+            for task in lagging:
+                log.warning(
+                    "%s did not stop within %.0f s", task.get_name(), FOLLOWER_STOP_TIMEOUT_S
+                )
         await self.compute.allow_writes()
         await self.storage.promoted()
 

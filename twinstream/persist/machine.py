@@ -37,6 +37,9 @@ from twinstream.persist.types import Diff, Row, Update, consolidate, consolidate
 
 log = logging.getLogger(__name__)
 
+#: `_apply` logs a warning after this many lost compare-and-sets in a row (and every as many).
+CAS_LOSSES_LOGGED_EVERY = 100
+
 R = TypeVar("R")
 
 
@@ -121,6 +124,7 @@ class Shard:
         fresh = cur is None
         if cur is None:
             cur = await self.fetch_state()
+        lost = 0
         for _ in range(limits.CAS_RETRY_MAX):
             base = st.expire(cur, self.clock.now_ms())
             try:
@@ -150,6 +154,16 @@ class Shard:
                 await self._truncate_old_versions(new)
                 return new
             cur, fresh = await self.fetch_state(), True
+            lost += 1
+            if lost % CAS_LOSSES_LOGGED_EVERY == 0:
+                # Contention does not last this long: say what we expect and what we read.
+                log.warning(
+                    "shard %s: %d compare-and-sets lost in a row (expected seqno %s, now %d)",
+                    self.shard_id,
+                    lost,
+                    expected,
+                    cur.seqno,
+                )
         raise AssertionError(f"shard {self.shard_id}: CAS retry limit exceeded")
 
     async def _truncate_old_versions(self, new: ShardState) -> None:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sys
 import urllib.parse
 from dataclasses import dataclass, field
@@ -34,15 +33,9 @@ from twinstream.testing.environmentd import replica_processes
 from twinstream.testing.pgserver import PgServer
 
 #: How long a process may take to come up (generous: 2 cores shared with other work).
-START_TIMEOUT_S = 180.0
+START_TIMEOUT_S = 600.0
 #: One read of the rollout record (the store may be frozen by a fault).
 RECORD_READ_TIMEOUT_S = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _with_port(url: str, port: int) -> str:
@@ -96,7 +89,6 @@ class Cluster:
             self.consensus_url = default_consensus_url(self.data_dir)
         self._consensus = open_consensus(self.consensus_url)
         self._store = RolloutStore(self._consensus)
-        self.balancer_port = free_port()
         # Concurrently: the balancer holds clients until the record names a generation.
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.start_orchd())
@@ -117,8 +109,16 @@ class Cluster:
 
     async def start_balancer(self) -> None:
         args = [sys.executable, "-m", "twinstream", "balancerd", "--consensus", self.consensus_url]
+        # The first start binds port 0 and reports its port (a port picked free beforehand
+        # was taken by another process's listener meanwhile: clients got an HTTP answer);
+        # a restart binds the same port again, where the clients reconnect.
         args += ["--listen", f"127.0.0.1:{self.balancer_port}"]
-        self.balancerd = await _spawn(args, self.root / "balancerd.log")
+        log = self.root / "balancerd.log"
+        offset = log.stat().st_size if log.exists() else 0
+        self.balancerd = await _spawn(args, log)
+        if self.balancer_port == 0:
+            await self._wait(lambda: _listening_port(log, offset) is not None, "balancerd")
+            self.balancer_port = _listening_port(log, offset) or 0
         await self._wait_port(self.balancer_port)
 
     async def close(self) -> None:
@@ -210,6 +210,20 @@ class Cluster:
                 if loop.time() > end:
                     raise RuntimeError(f"port {port} did not open ({self.root})") from None
                 await asyncio.sleep(0.05)  # poll interval while a process starts
+
+
+def _listening_port(log: Path, offset: int) -> int | None:
+    """The port in balancerd's "balancerd listening on HOST:PORT" line after `offset`."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("balancerd listening on "):
+            return int(line.rsplit(":", 1)[1])
+    return None
 
 
 async def _spawn(args: list[str], log: Path) -> asyncio.subprocess.Process:

@@ -3,8 +3,9 @@
     python -m twinstream.safety.orchd --data-dir D [--consensus URL] [--blob URL]
         [--env-consensus URL] [--env-blob URL] [--extra-arg ARG ...]
 
-It runs `Orchestrator.up()` (which resumes an interrupted rollout) and the control API of
-`twinstream up` (`DIR/control.json`), without a balancer: the harness runs `balancerd` apart.
+It runs `Orchestrator.up()`, resumes a rollout a crashed orchd left half done (in the
+background, as `twinstream up` does), and the control API of `twinstream up`
+(`DIR/control.json`), without a balancer: the harness runs `balancerd` apart.
 `--env-consensus`/`--env-blob` are what environmentd gets (the fault proxy's port), while the
 orchestrator itself talks to the store directly. SIGTERM stops every generation; SIGKILL
 leaves them running, as a crashed orchestrator would.
@@ -42,6 +43,8 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         record = await orch.up()
         await control.start()
+        if orch.rollout_pending(record):  # as `twinstream up` does: finish what a crash left
+            control.run_in_background("rollout", orch.resume_rollout(progress=control.progress))
         print(f"orchd up: generation {record.active_generation}", file=sys.stderr, flush=True)
         await stop.wait()
     finally:
