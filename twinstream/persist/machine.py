@@ -315,7 +315,7 @@ class Shard:
             )
         upper = max([as_of + 1] + [p.upper for p in read_state.batches if p.lower <= as_of])
         before = [u for u in ups if u[1] <= as_of]
-        later = consolidate([u for u in ups if as_of < u[1] < upper])
+        later = _in_times(ups, as_of + 1, upper)
         return consolidate_rows(before), later, upper
 
     async def snapshot_updates(self, as_of: int) -> list[Update]:
@@ -352,7 +352,7 @@ class Shard:
                         ],
                         state,
                     )
-                    batch = consolidate([u for u in ups if lo <= u[1] < hi])
+                    batch = _in_times(ups, lo, hi)
                     if batch:
                         yield Updates(batch)
                     pos = hi
@@ -443,6 +443,13 @@ class Shard:
         out = await self._apply(lambda s: s)
         assert isinstance(out, ShardState)
         return out
+
+
+def _in_times(ups: list[Update], lo: int, hi: int) -> list[Update]:
+    """The updates at times in `[lo, hi)` of batches read in state order: consolidated and in
+    time order without another pass, because every batch is consolidated and sorted by time
+    when written (`_stage`, `compact`) and batches never overlap in time."""
+    return [u for u in ups if lo <= u[1] < hi]
 
 
 def _compaction_run(batches: tuple[BatchPart, ...], full: bool) -> tuple[BatchPart, ...]:
