@@ -323,9 +323,17 @@ class Shard:
         return [(row, as_of, d) for row, d in await self.snapshot(as_of)]
 
     async def listen(
-        self, as_of: int, *, reader_id: str | None = None
+        self,
+        as_of: int,
+        *,
+        reader_id: str | None = None,
+        skip_below: Callable[[], int] | None = None,
     ) -> AsyncIterator[ListenEvent]:
-        """Updates at times > as_of, in time order, then progress; holds a leased read hold."""
+        """Updates at times > as_of, in time order, then progress; holds a leased read hold.
+
+        `skip_below()`, if given, is a time below which the caller ignores updates anyway
+        (a sink's own appends): batches entirely below it are not read; progress is the
+        same. It must only grow."""
         reader = LeasedReadHandle(self, reader_id or f"listen-{uuid.uuid4().hex[:12]}")
         await reader.register(as_of)
         if reader.since != as_of:
@@ -346,9 +354,11 @@ class Shard:
                     )
                 if state.upper > pos:
                     lo, hi = pos, state.upper
+                    # Batches ending at or below `skip` hold only times the caller ignores.
+                    skip = lo if skip_below is None else max(lo, skip_below())
                     _, ups = await self._read_parts(
-                        lambda s, lo=lo, hi=hi: [  # type: ignore[misc]
-                            p for p in s.batches if p.upper > lo and p.lower < hi
+                        lambda s, skip=skip, hi=hi: [  # type: ignore[misc]
+                            p for p in s.batches if p.upper > skip and p.lower < hi
                         ],
                         state,
                     )
