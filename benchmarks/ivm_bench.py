@@ -353,6 +353,9 @@ def _postgres_phase(sizes: Sizes, log: Any) -> dict[str, Any]:
             for name, sql in SQL.items():
                 conn.execute(f"CREATE MATERIALIZED VIEW mv_{name} AS {sql}")
             refresh: dict[str, list[float]] = {name: [] for name in SQL}
+            refresh_cpu: dict[str, list[float]] = {name: [] for name in SQL}
+            pid_row = conn.execute("SELECT pg_backend_pid()").fetchone()
+            backend = int(pid_row[0]) if pid_row else 0
             for b in w.batches:
                 with conn.transaction(), conn.cursor() as cur:
                     dels = [r[0] for r, _t, d in b if d < 0]
@@ -363,18 +366,33 @@ def _postgres_phase(sizes: Sizes, log: Any) -> dict[str, Any]:
                             if d > 0:
                                 cp.write_row(r)
                 for name in SQL:
+                    c0 = _proc_cpu_s(backend)
                     t0 = time.perf_counter()
                     conn.execute(f"REFRESH MATERIALIZED VIEW mv_{name}")
                     refresh[name].append((time.perf_counter() - t0) * 1000)
+                    refresh_cpu[name].append((_proc_cpu_s(backend) - c0) * 1000)
             version = conn.execute("SHOW server_version").fetchone()
     finally:
         server_cm.__exit__(None, None, None)
     medians = {name: statistics.median(v) for name, v in refresh.items()}
-    log(f"ivm postgres: refresh ms per batch {medians}")
+    cpu = {f"{name}_cpu": statistics.median(v) for name, v in refresh_cpu.items()}
+    log(f"ivm postgres: refresh ms per batch {medians}, CPU ms {cpu}")
     return {
         "version": version[0] if version else "?",
         **medians,
+        **cpu,
     }
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` so far, from /proc (0 if unreadable):
+    the PostgreSQL backend's CPU per REFRESH, comparable with the replica's CPU per update
+    however loaded the machine is when each phase runs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -416,6 +434,13 @@ async def run(opts: BenchOptions) -> dict[str, Any]:
         prefix = "" if name == "join_agg" else "filter_"
         result[f"{prefix}ratio"] = round(refresh_s / ours_s, 1)
         result[f"{prefix}engine_ratio"] = round(refresh_s * engine[name]["updates_per_s"], 1)
+        # CPU against CPU: the phases run minutes apart on a shared machine, so the wall
+        # ratio also compares the load each phase happened to see.
+        refresh_cpu_s = pg[f"{name}_cpu"] / 1000 / BATCH
+        result[f"{prefix}refresh_cpu_ms_per_batch"] = round(pg[f"{name}_cpu"], 1)
+        result[f"{prefix}cpu_ratio"] = round(
+            refresh_cpu_s * persist[name]["replica_cpu_updates_per_s"], 1
+        )
     for name in QUERIES:
         result[f"engine_{name}_updates_per_s"] = engine[name]["updates_per_s"]
         result[f"{name}_replica_cpu_updates_per_s"] = persist[name]["replica_cpu_updates_per_s"]

@@ -548,3 +548,30 @@ async def test_snapshot_and_updates_is_a_snapshot_plus_the_later_updates(
         assert all(as_of < t < seen_upper for _r, t, _d in later)
     with pytest.raises(ReadNotYetAvailable):
         await client.open("snap-and-updates-empty").snapshot_and_updates(0)
+
+
+async def test_listen_skips_batches_below_skip_below(client: PersistClient) -> None:
+    """Batches entirely below `skip_below()` are not delivered; progress is unchanged, and a
+    batch straddling it is delivered whole (the caller filters)."""
+    shard = client.open("skip-below")
+    for t in range(4):
+        assert await shard.compare_and_append([((f"r{t}",), t, 1)], t, t + 1) is None
+    assert await shard.compare_and_append([(("r4",), 4, 1), (("r5",), 5, 1)], 4, 6) is None
+    got: list[tuple[Any, int, int]] = []
+    progress = 0
+
+    async def run() -> None:
+        nonlocal progress
+        gen = shard.listen(0, skip_below=lambda: 5)
+        async with contextlib.aclosing(gen) as events:
+            async for ev in events:
+                if isinstance(ev, Updates):
+                    got.extend(ev.updates)
+                elif isinstance(ev, Progress):
+                    progress = ev.upper
+                    if ev.upper >= 6:
+                        return
+
+    await asyncio.wait_for(run(), 10)
+    assert progress == 6
+    assert sorted(got, key=repr) == [(("r4",), 4, 1), (("r5",), 5, 1)]

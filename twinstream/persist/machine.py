@@ -330,7 +330,7 @@ class Shard:
             )
         upper = max([as_of + 1] + [p.upper for p in read_state.batches if p.lower <= as_of])
         before = [u for u in ups if u[1] <= as_of]
-        later = consolidate([u for u in ups if as_of < u[1] < upper])
+        later = _in_times(ups, as_of + 1, upper)
         return consolidate_rows(before), later, upper
 
     async def snapshot_updates(self, as_of: int) -> list[Update]:
@@ -338,9 +338,17 @@ class Shard:
         return [(row, as_of, d) for row, d in await self.snapshot(as_of)]
 
     async def listen(
-        self, as_of: int, *, reader_id: str | None = None
+        self,
+        as_of: int,
+        *,
+        reader_id: str | None = None,
+        skip_below: Callable[[], int] | None = None,
     ) -> AsyncIterator[ListenEvent]:
-        """Updates at times > as_of, in time order, then progress; holds a leased read hold."""
+        """Updates at times > as_of, in time order, then progress; holds a leased read hold.
+
+        `skip_below()`, if given, is a time below which the caller ignores updates anyway
+        (a sink's own appends): batches entirely below it are not read; progress is the
+        same. It must only grow."""
         reader = LeasedReadHandle(self, reader_id or f"listen-{uuid.uuid4().hex[:12]}")
         await reader.register(as_of)
         if reader.since != as_of:
@@ -361,13 +369,15 @@ class Shard:
                     )
                 if state.upper > pos:
                     lo, hi = pos, state.upper
+                    # Batches ending at or below `skip` hold only times the caller ignores.
+                    skip = lo if skip_below is None else max(lo, skip_below())
                     _, ups = await self._read_parts(
-                        lambda s, lo=lo, hi=hi: [  # type: ignore[misc]
-                            p for p in s.batches if p.upper > lo and p.lower < hi
+                        lambda s, skip=skip, hi=hi: [  # type: ignore[misc]
+                            p for p in s.batches if p.upper > skip and p.lower < hi
                         ],
                         state,
                     )
-                    batch = consolidate([u for u in ups if lo <= u[1] < hi])
+                    batch = _in_times(ups, lo, hi)
                     if batch:
                         yield Updates(batch)
                     pos = hi
@@ -466,6 +476,13 @@ class Shard:
         out = await self._apply(lambda s: s)
         assert isinstance(out, ShardState)
         return out
+
+
+def _in_times(ups: list[Update], lo: int, hi: int) -> list[Update]:
+    """The updates at times in `[lo, hi)` of batches read in state order: consolidated and in
+    time order without another pass, because every batch is consolidated and sorted by time
+    when written (`_stage`, `compact`) and batches never overlap in time."""
+    return [u for u in ups if lo <= u[1] < hi]
 
 
 def _compaction_run(batches: tuple[BatchPart, ...], full: bool) -> tuple[BatchPart, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import cast
 
 from twinstream.aio import wait_event
@@ -29,10 +29,13 @@ async def wait_for_upper(shard: Shard, at_least: int) -> int:
 
 
 def listen(
-    shard: Shard, as_of: int, rid: str
+    shard: Shard, as_of: int, rid: str, skip_below: Callable[[], int] | None = None
 ) -> contextlib.aclosing[AsyncGenerator[ListenEvent, None]]:
     """`shard.listen(as_of)` wrapped so that leaving the block closes it (releasing its hold)."""
-    gen = cast(AsyncGenerator[ListenEvent, None], shard.listen(as_of, reader_id=rid))
+    gen = cast(
+        AsyncGenerator[ListenEvent, None],
+        shard.listen(as_of, reader_id=rid, skip_below=skip_below),
+    )
     return contextlib.aclosing(gen)
 
 

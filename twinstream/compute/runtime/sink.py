@@ -190,7 +190,11 @@ class PersistSink:
             self._listen_upper = start + 1
             self.ready.set()
             self._note_size()
-        async with listen(read_shard, start, reader_id(f"{self.name}-listen")) as events:
+        # Updates below K are accounted for (ours, or subtracted already): the listen need
+        # not even read the batches entirely below it (this sink's own appends, mostly).
+        async with listen(
+            read_shard, start, reader_id(f"{self.name}-listen"), lambda: self.persisted_upper
+        ) as events:
             async for event in events:
                 async with self._lock:
                     if isinstance(event, Updates):
