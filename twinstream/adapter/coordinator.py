@@ -697,6 +697,9 @@ class Coordinator:
                     full["shard_id"] = f"table-{item_id}"
                 elif full["type"] == "materialized_view" and "names" in full:
                     full["shard_id"] = output_shard_id(item_id)
+                    # Its replicas write evaluation errors (`adapter/view_errors.py`), so a
+                    # read waits for them; views created before errors shards existed don't.
+                    full["errors_shard"] = True
                 txn.insert("item", item_id, full)
                 txn.audit(
                     "create",

@@ -231,9 +231,11 @@ class MaterializedViews:
                 continue
             seen.add(ref.id)
             errors, follower = entry
-            if follower.frontier == 0:
-                # Never written: no replica writes this view's errors yet (a leader of an
-                # older version, during an upgrade). Its output alone is the answer.
+            if not ref.value.get("errors_shard") and follower.frontier == 0:
+                # Created before errors shards existed and never written: its replicas (a
+                # leader of an older version, during an upgrade) write no errors. Its output
+                # alone is the answer. Views created since are flagged, and a read waits for
+                # their errors shard (the local frontier alone raced with the first write).
                 continue
             await self._wait_follower(ref, follower, ts, timeout_s, what="errors of ")
             errors.check()
