@@ -242,6 +242,12 @@ async def _caught_up(
     )
     for cluster in sorted(verdict.excluded_clusters):
         log.warning("cluster %s: every replica crash-loops; excluded from the check", cluster)
+    for name in verdict.stuck:
+        log.info(
+            "ignored: %s: stuck (the leader's frontier is older than the %d ms cutoff)",
+            name,
+            params.with_0dt_caught_up_check_cutoff_ms,
+        )
     for lag in verdict.laggards:
         log.info("not caught up: %s", lag)
     return present, [lag.name for lag in verdict.laggards]
