@@ -201,3 +201,31 @@ def test_stuck_collection_ignored_by_cutoff(tmp_path: Path, pg_url: str) -> None
         thaw(frozen)
         for env in reversed(envs):
             env.stop()
+
+
+def test_cluster_without_replicas_ignored(tmp_path: Path, pg_url: str) -> None:
+    """A view on a cluster whose replica was dropped: no replica here hydrates it, so the
+    check ignores it (a cluster with no replicas is ignored) — with the default 10 min cutoff
+    its recent live frontier would otherwise hold up the upgrade forever."""
+    data_dir = tmp_path / "env"
+    old = generation_on(pg_url, data_dir, 1)
+    new = generation_on(pg_url, data_dir, 2)
+    old.start()
+    try:
+        sql(
+            old,
+            "CREATE TABLE t (a int)",
+            "INSERT INTO t VALUES (1), (2)",
+            "CREATE CLUSTER c REPLICAS (r1 (SIZE '1'))",
+            "CREATE MATERIALIZED VIEW mv IN CLUSTER c AS SELECT count(*) AS n FROM t",
+        )
+        wait_until(old, "served the view", lambda: sql(old, "SELECT n FROM mv")[0] == [(2,)])
+        sql(old, "DROP CLUSTER REPLICA c.r1", "INSERT INTO t VALUES (3)")
+        new.start()
+        wait_until(new, "ReadyToPromote", lambda: status(new) == "ReadyToPromote")
+        text = log_text(new)
+        assert f"{VIEW}: not hydrated" not in text, new.log_tail()
+        assert f"ignored: {VIEW}" not in text  # left out, not judged stuck
+    finally:
+        new.stop()
+        old.stop()
