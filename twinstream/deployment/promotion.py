@@ -191,7 +191,8 @@ async def table_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
 async def compute_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
     """Materialized views and indexes: ours = our write frontier (max over this generation's
     replicas); live = a view's output shard upper (the leader's sinks move it), or for an index
-    the minimum upper of its dataflow's inputs (nobody writes an index's output)."""
+    the minimum upper of its dataflow's inputs (nobody writes an index's output). Collections
+    of clusters without replicas are left out: only clusters with replicas are checked."""
     live_of: dict[str, int] = {}
     for item_id, mirror in coord.mviews.mirrors.items():
         live_of[item_id] = await mirror.shard.upper()
@@ -203,6 +204,10 @@ async def compute_frontiers(coord: Coordinator) -> list[CollectionFrontiers]:
     for item_id, live in live_of.items():
         ref = coord.index.items_by_id.get(item_id)
         placed = coord.compute.dataflows.get(item_id)
+        if placed is not None and not coord.compute.cluster_replicas(placed[0]):
+            # A cluster with no replicas is ignored (reference §5): nothing here hydrates its
+            # collections, and waiting for them would block the upgrade forever.
+            continue
         ours = await coord.compute.collection_frontier(item_id)
         out.append(
             CollectionFrontiers(
@@ -242,6 +247,12 @@ async def _caught_up(
     )
     for cluster in sorted(verdict.excluded_clusters):
         log.warning("cluster %s: every replica crash-loops; excluded from the check", cluster)
+    for name in verdict.stuck:
+        log.info(
+            "ignored: %s: stuck (the leader's frontier is older than the %d ms cutoff)",
+            name,
+            params.with_0dt_caught_up_check_cutoff_ms,
+        )
     for lag in verdict.laggards:
         log.info("not caught up: %s", lag)
     return present, [lag.name for lag in verdict.laggards]
