@@ -269,6 +269,11 @@ async def fast_select(
             if e.code != "compacted" or attempt == PEEK_RETRIES - 1:
                 log.info("index peek failed (%s); using the engine", e)
                 return None
+        except ConnectionError as e:
+            # The replica is gone (crashed, or ending with a fenced generation: safety cells
+            # saw XX000 here). The engine answers the same query without it.
+            log.info("index peek: replica unavailable (%s); using the engine", e)
+            return None
     else:  # pragma: no cover - the loop breaks or returns
         return None
     if coord.mviews.is_incremental(shape.on):
