@@ -4,9 +4,13 @@ answers, and fresh (a read after an acknowledged write sees it)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import itertools
 import os
 import random
+import signal
+import time
 import urllib.request
 from collections import Counter
 from typing import Any
@@ -99,3 +103,57 @@ def test_default_index_on_a_view_and_bad_keys(envd: EnvironmentdProcess) -> None
         assert conn.execute(
             "SELECT count(*) FROM mz_catalog.mz_indexes WHERE name = %s", (f"{t}_bad",)
         ).fetchone() == (0,)
+
+
+#: A SELECT while the replica is frozen must answer within this (the engine fallback is
+#: bounded by `PEEK_REPLICA_TIMEOUT_S`, 2 s; an unbounded wait would hang until SIGCONT).
+FROZEN_READ_DEADLINE_S = 30.0
+
+
+def wait_for_peek(envd: EnvironmentdProcess, conn: psycopg.Connection[Any], sql: str) -> None:
+    """Repeat `sql` until one execution is answered by an index peek (deadline 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        before = peeks(envd)
+        conn.execute(sql).fetchall()
+        if peeks(envd) > before:
+            return
+    raise AssertionError(f"no index peek answered {sql!r}")
+
+
+def test_a_frozen_replica_makes_the_engine_answer(envd: EnvironmentdProcess) -> None:
+    """A SIGSTOPped replica keeps its connection open but never answers: an index read
+    falls back to the engine within a bounded time, and peeks resume after SIGCONT."""
+    t = name()
+    with connect(envd) as conn:
+        conn.execute(f"CREATE TABLE {t} (k int NOT NULL, v text)")
+        conn.execute(f"INSERT INTO {t} SELECT g, 'v' || g FROM generate_series(1, 20) g")
+        conn.execute(f"CREATE INDEX {t}_k ON {t} (k)")
+        wait_for_peek(envd, conn, f"SELECT * FROM {t} WHERE k = 1")
+        pids = list(envd.replica_pids().values())
+        assert pids, "no clusterd process"
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            before = peeks(envd)
+            # In a worker thread: if the read hung, the deadline fails the test (and SIGCONT
+            # below lets the thread finish) instead of hanging the suite.
+            read = pool.submit(
+                lambda: conn.execute(f"SELECT * FROM {t} WHERE k = %s", (7,)).fetchall()
+            )
+            assert read.result(timeout=FROZEN_READ_DEADLINE_S) == [(7, "v7")]
+            # A write is acknowledged (no replica involved) and the next read sees it.
+            conn.execute(f"INSERT INTO {t} VALUES (7, 'w')")
+            read = pool.submit(lambda: conn.execute(f"SELECT v FROM {t} WHERE k = 7").fetchall())
+            assert sorted(read.result(timeout=FROZEN_READ_DEADLINE_S)) == [("v7",), ("w",)]
+            assert peeks(envd) == before  # the engine answered both
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            pool.shutdown(wait=True)
+        # Thawed: the fast path answers again (once the replica has caught up).
+        wait_for_peek(envd, conn, f"SELECT * FROM {t} WHERE k = 7")
+        rows = conn.execute(f"SELECT v FROM {t} WHERE k = 7").fetchall()
+        assert sorted(rows) == [("v7",), ("w",)]

@@ -16,11 +16,14 @@ at any time in [W, T], so the peek reads at the newest such time the index alrea
 Anything else falls back to the engine. The coordinator lets the replicas forget index
 history older than `INDEX_HISTORY_MS` behind the frontier (`allow_compaction`), so a peek at
 a fresh timestamp is always answerable; one that races compaction is retried with a newer
-timestamp.
+timestamp. The replica round trips (frontier lookup + peek) are bounded by
+`PEEK_REPLICA_TIMEOUT_S`: a replica that is frozen (its connection open, nothing answered)
+makes the engine answer, like one that is down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +50,13 @@ log = logging.getLogger(__name__)
 INDEX_HISTORY_MS = 5_000
 #: Peeks that lose a race with compaction are retried this often with a newer timestamp.
 PEEK_RETRIES = 3
+#: The replica round trips of one index read (frontier lookups + peek, over every retry) end
+#: after this long and the engine answers instead. A healthy peek takes well under 10 ms
+#: even on the loaded VM, and a peek at T waits at most until the index's frontier passes T
+#: (one group commit tick); a replica that has not answered in 2 s is frozen or overloaded,
+#: and waiting longer only adds latency the engine avoids. Same bound as the caught-up
+#: check's `FRONTIERS_TIMEOUT_S`.
+PEEK_REPLICA_TIMEOUT_S = 2.0
 
 _INT_TYPES = ("int2", "int4", "int8")
 _TEXT_TYPES = ("text", "varchar")
@@ -251,20 +261,31 @@ async def fast_select(
     coord = s.coord
     idx_id = shape.idx.id
     cluster_id = str(shape.idx.value["cluster_id"])
+    deadline = asyncio.get_running_loop().time() + PEEK_REPLICA_TIMEOUT_S
     for attempt in range(PEEK_RETRIES):
         ts = await coord.local_read_timestamp()
         try:
-            replica, f = await coord.compute.peek_target(cluster_id, idx_id)
-            last_write = coord.table_write_ts.get(shape.on.id)
-            if f is not None and last_write is not None and last_write <= ts:
-                # Nothing was written to the table in (last_write, ts]: its contents at ts
-                # are those at any time since last_write until a newer write commits. Any
-                # time the replica already has is no older than that, so read at the newest
-                # one (no wait for the index to see group commit's latest empty tick): a
-                # read may return a state newer than ts, never older.
-                ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
-            rows = await replica.peek(idx_id, ts, key)
+            async with asyncio.timeout_at(deadline):
+                replica, f = await coord.compute.peek_target(cluster_id, idx_id)
+                last_write = coord.table_write_ts.get(shape.on.id)
+                if f is not None and last_write is not None and last_write <= ts:
+                    # Nothing was written to the table in (last_write, ts]: its contents at
+                    # ts are those at any time since last_write until a newer write commits.
+                    # Any time the replica already has is no older than that, so read at the
+                    # newest one (no wait for the index to see group commit's latest empty
+                    # tick): a read may return a state newer than ts, never older.
+                    ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
+                rows = await replica.peek(idx_id, ts, key)
             break
+        except TimeoutError:
+            # Connected but not answering (a frozen process): the abandoned request is
+            # cancelled on the replica; the engine answers the same query without it.
+            log.warning(
+                "index peek at %s: no replica answer within %.1f s; using the engine",
+                idx_id,
+                PEEK_REPLICA_TIMEOUT_S,
+            )
+            return None
         except PeekError as e:
             if e.code != "compacted" or attempt == PEEK_RETRIES - 1:
                 log.info("index peek failed (%s); using the engine", e)
