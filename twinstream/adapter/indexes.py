@@ -16,9 +16,9 @@ at any time in [W, T], so the peek reads at the newest such time the index alrea
 Anything else falls back to the engine. The coordinator lets the replicas forget index
 history older than `INDEX_HISTORY_MS` behind the frontier (`allow_compaction`), so a peek at
 a fresh timestamp is always answerable; one that races compaction is retried with a newer
-timestamp. The replica round trips (frontier lookup + peek) are bounded by
-`PEEK_REPLICA_TIMEOUT_S`: a replica that is frozen (its connection open, nothing answered)
-makes the engine answer, like one that is down.
+timestamp. A replica that is frozen (its connection open, nothing answered) makes the
+engine answer, like one that is down: its frontier lookup must answer within
+`PEEK_REPLICA_TIMEOUT_S`, and so must one repeated at that interval while a peek waits.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from twinstream.adapter.mviews import SHARD_BACKED, lower_for_create
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.types import lookup, oid_of
 from twinstream.compute.dataflow.plan import Get
-from twinstream.controller.protocol import DataflowDesc, PeekError
+from twinstream.controller.protocol import DataflowDesc, PeekError, Replica
+from twinstream.persist.types import Diff, Row
 from twinstream.pgwire.backend import Column, QueryResult
 
 if TYPE_CHECKING:
@@ -50,12 +51,11 @@ log = logging.getLogger(__name__)
 INDEX_HISTORY_MS = 5_000
 #: Peeks that lose a race with compaction are retried this often with a newer timestamp.
 PEEK_RETRIES = 3
-#: The replica round trips of one index read (frontier lookups + peek, over every retry) end
-#: after this long and the engine answers instead. A healthy peek takes well under 10 ms
-#: even on the loaded VM, and a peek at T waits at most until the index's frontier passes T
-#: (one group commit tick); a replica that has not answered in 2 s is frozen or overloaded,
-#: and waiting longer only adds latency the engine avoids. Same bound as the caught-up
-#: check's `FRONTIERS_TIMEOUT_S`.
+#: How long the index peek waits for a replica to answer a frontier lookup before the engine
+#: answers instead: a replica that is frozen (SIGSTOP: connection open, nothing answered).
+#: A live replica answers one in well under 10 ms even on the loaded VM; 2 s leaves two
+#: orders of magnitude for scheduling stalls, and is what an indexed read costs extra while
+#: a replica is frozen. Same bound as the caught-up check's `FRONTIERS_TIMEOUT_S`.
 PEEK_REPLICA_TIMEOUT_S = 2.0
 
 _INT_TYPES = ("int2", "int4", "int8")
@@ -250,6 +250,28 @@ def _match(s: AdapterSession, query: exp.Expr, params: Sequence[object]) -> _Key
     return shape, key
 
 
+async def _peek_while_alive(
+    replica: Replica, idx_id: str, ts: int, key: tuple[object, ...] | None
+) -> list[tuple[Row, Diff]]:
+    """`replica.peek(...)`, which may rightly wait (for a hydrating index, or its frontier to
+    pass `ts`) as long as the replica is alive: while it waits, a frontier lookup every
+    `PEEK_REPLICA_TIMEOUT_S` must be answered within that time, else TimeoutError."""
+    peek = asyncio.create_task(replica.peek(idx_id, ts, key), name=f"index-peek-{idx_id}")
+    try:
+        while True:
+            await asyncio.wait({peek}, timeout=PEEK_REPLICA_TIMEOUT_S)
+            if peek.done():
+                return peek.result()
+            async with asyncio.timeout(PEEK_REPLICA_TIMEOUT_S):
+                await replica.frontier(idx_id)  # answered: alive, keep waiting
+    finally:
+        if not peek.done():
+            peek.cancel()  # (sends the replica a cancel for the abandoned peek)
+            await asyncio.wait({peek})
+        if not peek.cancelled():
+            peek.exception()  # retrieved: the probe's timeout is the news
+
+
 async def fast_select(
     s: AdapterSession, query: exp.Expr, params: Sequence[object]
 ) -> QueryResult | None:
@@ -261,27 +283,26 @@ async def fast_select(
     coord = s.coord
     idx_id = shape.idx.id
     cluster_id = str(shape.idx.value["cluster_id"])
-    deadline = asyncio.get_running_loop().time() + PEEK_REPLICA_TIMEOUT_S
     for attempt in range(PEEK_RETRIES):
         ts = await coord.local_read_timestamp()
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(PEEK_REPLICA_TIMEOUT_S):
                 replica, f = await coord.compute.peek_target(cluster_id, idx_id)
-                last_write = coord.table_write_ts.get(shape.on.id)
-                if f is not None and last_write is not None and last_write <= ts:
-                    # Nothing was written to the table in (last_write, ts]: its contents at
-                    # ts are those at any time since last_write until a newer write commits.
-                    # Any time the replica already has is no older than that, so read at the
-                    # newest one (no wait for the index to see group commit's latest empty
-                    # tick): a read may return a state newer than ts, never older.
-                    ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
-                rows = await replica.peek(idx_id, ts, key)
+            last_write = coord.table_write_ts.get(shape.on.id)
+            if f is not None and last_write is not None and last_write <= ts:
+                # Nothing was written to the table in (last_write, ts]: its contents at ts
+                # are those at any time since last_write until a newer write commits. Any
+                # time the replica already has is no older than that, so read at the newest
+                # one (no wait for the index to see group commit's latest empty tick): a
+                # read may return a state newer than ts, never older.
+                ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
+            rows = await _peek_while_alive(replica, idx_id, ts, key)
             break
         except TimeoutError:
-            # Connected but not answering (a frozen process): the abandoned request is
+            # Connected but not answering (a frozen process): the abandoned requests are
             # cancelled on the replica; the engine answers the same query without it.
             log.warning(
-                "index peek at %s: no replica answer within %.1f s; using the engine",
+                "index peek at %s: replica not answering within %.1f s; using the engine",
                 idx_id,
                 PEEK_REPLICA_TIMEOUT_S,
             )
