@@ -250,7 +250,7 @@ def _match(s: AdapterSession, query: exp.Expr, params: Sequence[object]) -> _Key
     return shape, key
 
 
-async def _peek_while_alive(
+async def peek_while_alive(
     replica: Replica, idx_id: str, ts: int, key: tuple[object, ...] | None
 ) -> list[tuple[Row, Diff]]:
     """`replica.peek(...)`, which may rightly wait (for a hydrating index, or its frontier to
@@ -296,7 +296,7 @@ async def fast_select(
                 # one (no wait for the index to see group commit's latest empty tick): a
                 # read may return a state newer than ts, never older.
                 ts = max(last_write, f.write_frontier - 1, f.as_of or 0)
-            rows = await _peek_while_alive(replica, idx_id, ts, key)
+            rows = await peek_while_alive(replica, idx_id, ts, key)
             break
         except TimeoutError:
             # Connected but not answering (a frozen process): the abandoned requests are

@@ -24,6 +24,7 @@ from _runtime_helpers import (
     recompute,
 )
 
+from twinstream.adapter.indexes import PEEK_REPLICA_TIMEOUT_S, peek_while_alive
 from twinstream.controller.messages import ReplicaError
 from twinstream.controller.protocol import DataflowDesc, PeekError, Replica
 from twinstream.controller.remote import RemoteReplica, ReplicaUnavailable
@@ -206,6 +207,40 @@ async def test_clusterd_serves_reconciles_and_survives_bad_clients(
     # SIGTERM: a clean exit.
     assert await procs.orchestrator.stop(replica.name) == 0
     assert procs.orchestrator.services == {}
+
+
+async def test_index_peek_waits_on_a_live_replica_and_gives_up_on_a_frozen_one(
+    procs: Any, tables_client: PersistClient
+) -> None:
+    """The index fast path's peek (`peek_while_alive`): one that must wait (its time is not
+    reached) keeps waiting while the replica answers frontier lookups, and ends with
+    TimeoutError once the process is frozen (SIGSTOP) instead of waiting for ever."""
+    tables = await start_tables(tables_client)
+    name = "quickstart-replica-u1-gen-1"
+    replica = await procs.start(name)
+    await replica.create_dataflow(index_desc())
+    await eventually(lambda: caught_up(replica, "i1", tables.upper), "the index to catch up")
+    waiting = asyncio.create_task(peek_while_alive(replica, "i1", tables.upper + 10_000, None))
+    try:
+        # Alive: the peek outlives several lookup intervals (the replica answers them).
+        await asyncio.wait({waiting}, timeout=3 * PEEK_REPLICA_TIMEOUT_S)
+        assert not waiting.done(), waiting
+        procs.orchestrator.kill(name, signal.SIGSTOP)
+        await asyncio.wait({waiting}, timeout=WAIT_S)  # a deadline, not a speed check
+        assert waiting.done(), "the peek still waits on a frozen replica"
+        with pytest.raises(TimeoutError):
+            waiting.result()
+    finally:
+        procs.orchestrator.kill(name, signal.SIGCONT)  # never leave a stopped process
+        waiting.cancel()
+        await asyncio.wait({waiting})
+    # Thawed: the same connection answers again (the abandoned peek was cancelled there).
+    t = tables.upper - 1
+    expected = recompute(plan_of(FILTER_SQL), await snapshots(tables_client, t), t)
+    assert Counter({r: d for r, d in await replica.peek("i1", t)}) == expected
+    f = await replica.frontier("i1")
+    assert f is not None and f.hydrated
+    assert (await replica.status()).builds == 1
 
 
 async def _upper_at_least(client: PersistClient, shard: str, upper: int) -> bool:
