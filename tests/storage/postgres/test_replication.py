@@ -119,13 +119,26 @@ async def test_snapshot_10k_rows_then_10k_changes_in_atomic_transactions(
                             state[change.row] += change.diff
                             assert state[change.row] >= 0, change
                         await rep.ack(item.end_lsn)
-                        if writer.done() and len(got) >= len(expected_txns):
-                            return
+                        progressed.set()
 
+        # The reader cannot tell the last transaction by itself (it may arrive before the
+        # writer returns), so the test waits until it has as many as the writer committed.
+        progressed = asyncio.Event()
         async with asyncio.timeout(DEADLINE_S * 3):
-            async with asyncio.TaskGroup() as tg:
-                writer = tg.create_task(write())
-                tg.create_task(read())
+            reader = asyncio.create_task(read())
+            try:
+                await write()
+                while len(got) < len(expected_txns):
+                    progressed.clear()
+                    waiter = asyncio.create_task(progressed.wait())
+                    await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if reader.done():
+                        reader.result()  # its assertion, if it failed
+                        raise AssertionError("the stream ended early")
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
 
     assert [(t.xid, len(t.changes)) for t in got] == expected_txns
     assert sum(n for _, n in expected_txns) > 10_000  # updates deliver two changes each
