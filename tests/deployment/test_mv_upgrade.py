@@ -13,8 +13,6 @@ import json
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,24 +22,10 @@ import psycopg
 from twinstream.persist import PersistClient, Progress, Updates
 from twinstream.persist.urls import default_blob_url, default_consensus_url
 from twinstream.testing.environmentd import EnvironmentdProcess, replica_processes
+from twinstream.testing.http import http, status
 
 DEADLINE_S = 60.0
 QUERY = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k"
-
-
-def http(port: int, method: str, path: str) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def status(env: EnvironmentdProcess) -> str:
-    code, body = http(env.internal_http_port, "GET", "/api/leader/status")
-    assert code == 200
-    return str(json.loads(body)["status"])
 
 
 def wait_status(env: EnvironmentdProcess, want: str) -> None:

@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,23 +20,11 @@ import psycopg
 
 from twinstream.orchestrator.processes import generation_of, pid_alive
 from twinstream.testing.environmentd import EnvironmentdProcess
+from twinstream.testing.http import http, status
 
 #: Replica processes import the whole engine; be generous on a loaded machine.
 DEADLINE_S = 120.0
 REPLICAS = ["--replica-processes"]
-
-
-def http(port: int, method: str, path: str) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def status(env: EnvironmentdProcess) -> str:
-    return str(json.loads(http(env.internal_http_port, "GET", "/api/leader/status")[1])["status"])
 
 
 def wait_for(cond: Callable[[], Any], what: str) -> Any:

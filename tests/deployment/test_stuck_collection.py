@@ -19,13 +19,12 @@ import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psycopg
 
 from twinstream.testing.environmentd import EnvironmentdProcess, replica_processes
+from twinstream.testing.http import http, status
 
 DEADLINE_S = 60.0
 VIEW = "twinstream.public.mv"
@@ -36,23 +35,8 @@ CONTROL_ROUNDS = 4
 ROWS = 3000
 
 
-def http(port: int, path: str) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def status(env: EnvironmentdProcess) -> str:
-    code, body = http(env.internal_http_port, "/api/leader/status")
-    assert code == 200, body
-    return str(json.loads(body)["status"])
-
-
 def progress(env: EnvironmentdProcess) -> dict[str, object]:
-    code, body = http(env.internal_http_port, "/api/deployment/progress")
+    code, body = http(env.internal_http_port, "GET", "/api/deployment/progress")
     assert code == 200, body
     out: dict[str, object] = json.loads(body)
     return out

@@ -8,34 +8,16 @@ import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from twinstream.testing.environmentd import EnvironmentdProcess
+from twinstream.testing.http import http, status
 from twinstream.testing.locations import Location
 
 DEADLINE_S = 30.0
-
-
-def http(port: int, method: str, path: str, token: str | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def status(env: EnvironmentdProcess) -> str:
-    code, body = http(env.internal_http_port, "GET", "/api/leader/status")
-    assert code == 200
-    return str(json.loads(body)["status"])
 
 
 def wait_status(env: EnvironmentdProcess, want: str) -> None:
