@@ -281,6 +281,12 @@ class Shard:
 
     async def snapshot(self, as_of: int) -> list[tuple[Row, Diff]]:
         """Consolidated contents at `as_of`: times <= as_of, diffs summed, zeros dropped."""
+        _state, ups = await self._read_as_of(as_of)
+        return consolidate_rows([u for u in ups if u[1] <= as_of])
+
+    async def _read_as_of(self, as_of: int) -> tuple[ShardState, list[Update]]:
+        """The updates of every batch starting at or before `as_of` (a snapshot's reads),
+        with the state they were read from; checks that `as_of` is readable."""
         state = await self.fetch_state()
         if as_of < state.since:
             raise ReadBeforeSince(
@@ -300,7 +306,7 @@ class Shard:
                 f"shard {self.shard_id}: snapshot as_of {as_of} < since {read_state.since} "
                 "(compacted during the read)"
             )
-        return consolidate_rows([u for u in ups if u[1] <= as_of])
+        return read_state, ups
 
     async def snapshot_and_updates(
         self, as_of: int
@@ -311,23 +317,7 @@ class Shard:
         by the snapshot and again by the listen's first read. Batches entirely after the
         as-of are left to the listen. (Batches never overlap in time, so every update in
         `(as_of, upper)` is in a batch starting at or before the as-of.)"""
-        state = await self.fetch_state()
-        if as_of < state.since:
-            raise ReadBeforeSince(
-                f"shard {self.shard_id}: snapshot as_of {as_of} < since {state.since}"
-            )
-        if as_of >= state.upper:
-            raise ReadNotYetAvailable(
-                f"shard {self.shard_id}: snapshot as_of {as_of} >= upper {state.upper}"
-            )
-        read_state, ups = await self._read_parts(
-            lambda s: [p for p in s.batches if p.lower <= as_of], state
-        )
-        if read_state.since > as_of:
-            raise ReadBeforeSince(
-                f"shard {self.shard_id}: snapshot as_of {as_of} < since {read_state.since} "
-                "(compacted during the read)"
-            )
+        read_state, ups = await self._read_as_of(as_of)
         upper = max([as_of + 1] + [p.upper for p in read_state.batches if p.lower <= as_of])
         before = [u for u in ups if u[1] <= as_of]
         later = _in_times(ups, as_of + 1, upper)
