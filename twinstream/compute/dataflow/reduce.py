@@ -25,7 +25,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twinstream.compute.dataflow.arrangement import Batch, Lookup, key_source, null_key_test
+from twinstream.compute.dataflow import joint as joint_layout
+from twinstream.compute.dataflow.arrangement import Batch, Lookup
 from twinstream.compute.dataflow.expr import Codegen, EvalError, Expr, build, row_ref
 from twinstream.compute.dataflow.operators import (
     ArrangedNode,
@@ -364,30 +365,41 @@ class JoinReduceNode(ReduceNode):
         self.left, self.right = left, right
         self._preds = tuple(preds)
         self.own_left = self.own_right = False
-        self.joint: dict[Any, list[Any]] = {}
+        self.joint: dict[Any, joint_layout.Entry] = {}
+        self.neg: dict[Any, dict[Any, int]] = {}
+        #: Which side's rows are listed in `joint` (decided by the first tick with data).
+        self.left_listed = True
+        self._layout_decided = False
         self._compile()
 
     def own(self, left: bool, right: bool) -> None:
         """Maintain the left/right arrangement here (its `ArrangeNode` must not apply it).
-        Owning both, the two sides share one dict `key -> [left bucket, right bucket]`
-        (`joint`): a delta row finds its own bucket and the other side's with one lookup."""
+        Owning both, the two sides share one dict with one entry per key (`joint`, layout in
+        `joint.py`): a delta row finds its own side's rows and the other side's with one
+        lookup."""
         self.own_left, self.own_right = left, right
         if left and right:
             self.joint = {}
+            self.neg = {}
         self._compile()
 
     def side_size(self, left: bool) -> int:
-        """Rows of an owned side kept in `joint`."""
-        i = 0 if left else 1
-        return sum(len(e[i]) for e in self.joint.values() if e[i])
+        """Distinct rows of an owned side kept in `joint`."""
+        if left == self.left_listed:
+            return joint_layout.listed_rows(self.joint, self.neg)
+        return joint_layout.other_rows(self.joint)
 
     def _compile(self) -> None:
         g = Codegen(join_colref(self.left.arity))
         body, ns = self._codegen(g, self._preds)
         if self.own_left and self.own_right:
+            ns.update(joint_layout.NAMESPACE)
             fns = [
-                build(_joint_source(side, arr.key_cols, body), dict(ns), "_apply")
-                for side, arr in (("left", self.left.arr), ("right", self.right.arr))
+                build(joint_layout.source(listed, var, arr.key_cols, body), dict(ns), "_apply")
+                for listed, var, arr in (
+                    (self.left_listed, "l", self.left.arr),
+                    (not self.left_listed, "r", self.right.arr),
+                )
             ]
             self._apply_left, self._apply_right = fns
             return
@@ -412,12 +424,19 @@ class JoinReduceNode(ReduceNode):
         errs = tick.errors
         left, right = self.left, self.right
         if self.own_left and self.own_right:
+            if not self._layout_decided and (d_l or d_r):
+                # List the side that brings more rows (normally the "many" side).
+                self._layout_decided = True
+                assert not self.joint and not self.neg
+                if len(d_r) > len(d_l):
+                    self.left_listed = False
+                    self._compile()
             # Left first: its probes see the right side as before this time; then the right
             # side's probes see the left side with its delta.
             if d_l:
-                self._apply_left(d_l, self.joint, self.state, touched, errs, None)
+                self._apply_left(d_l, self.joint, self.neg, self.state, touched, errs)
             if d_r:
-                self._apply_right(d_r, self.joint, self.state, touched, errs, None)
+                self._apply_right(d_r, self.joint, self.neg, self.state, touched, errs)
             self._emit(touched, self.state, out, tick.time)
             return out
         if d_l:
@@ -433,45 +452,3 @@ class JoinReduceNode(ReduceNode):
             self._apply_right(d_r, left.lookup_new(tick), self.state, touched, errs, own)
         self._emit(touched, self.state, out, tick.time)
         return out
-
-
-def _joint_source(side: str, key_cols: tuple[int, ...], body: list[str]) -> str:
-    """`_apply` for a join+reduce owning both sides in one dict `key -> [left, right]`
-    (buckets or None; an entry with both None is removed)."""
-    delta, other = ("l", "r") if side == "left" else ("r", "l")
-    mine, theirs = (0, 1) if side == "left" else (1, 0)
-    null_test = null_key_test(key_cols, "k0")
-    lines = [
-        "def _apply(delta, joint, state, touched, errs, _unused):",
-        "    get = state.get",
-        "    jget = joint.get",
-        f"    for {delta}, _t, d0 in delta:",
-        "        if not d0: continue",
-        f"        k0 = {key_source(key_cols, delta)}",
-        "        e = jget(k0)",
-        "        if e is None:",
-        "            e = joint[k0] = [None, None]",
-        f"        _m = e[{mine}]",
-        "        if _m is None:",
-        f"            e[{mine}] = {{{delta}: d0}}",
-        "        else:",
-        f"            _c = _m.get({delta}, 0) + d0",
-        "            if _c:",
-        f"                _m[{delta}] = _c",
-        "            else:",
-        f"                _m.pop({delta}, None)",
-        "                if not _m:",
-        f"                    e[{mine}] = None",
-        f"                    if e[{theirs}] is None:",
-        "                        del joint[k0]",
-    ]
-    if null_test:
-        lines.append(f"        if {null_test}: continue")
-    lines += [
-        f"        m = e[{theirs}]",
-        "        if m is None: continue",
-        f"        for {other}, c in m.items():",
-        "            d = d0 * c",
-        *_indent(body, 12),
-    ]
-    return "\n".join(lines) + "\n"
