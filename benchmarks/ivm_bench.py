@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import gc
 import json
 import os
@@ -58,6 +59,9 @@ REPLICA_TIMEOUT_S = 1800.0
 REPLICA_LEASE_MS = 900_000
 #: Environment override of the orders row count (tests use a tiny one).
 ORDERS_ENV = "TWINSTREAM_IVM_BENCH_ORDERS"
+#: If set, the replica cProfiles its catch-up into `<value>.<query>` (for finding where the
+#: time goes; the profiler slows the catch-up, so its figures are not comparable).
+PROFILE_ENV = "TWINSTREAM_IVM_PROFILE"
 
 QUERIES: dict[str, Plan] = {
     "filter": engine_bench.plan_filter_project(),
@@ -271,6 +275,10 @@ async def _replica(argv: Sequence[str]) -> None:
         await _until(task, runner.hydrated.wait())
         t1, c1 = time.perf_counter(), time.process_time()
         say({"event": "hydrated", "hydrate_s": round(t1 - t0, 3), "cpu_s": round(c1 - c0, 3)})
+        profile_to = os.environ.get(PROFILE_ENV)
+        prof = cProfile.Profile() if profile_to else None
+        if prof is not None:
+            prof.enable()
         persisted: list[tuple[int, float]] = []
         sink = runner.sink
         assert sink is not None
@@ -281,6 +289,9 @@ async def _replica(argv: Sequence[str]) -> None:
             if not said_caught_up and sink.persisted_upper >= caught_up_at:
                 said_caught_up = True
                 t2, c2 = time.perf_counter(), time.process_time()
+                if prof is not None and profile_to:
+                    prof.disable()
+                    prof.dump_stats(f"{profile_to}.{name}")
                 say(
                     {
                         "event": "caught_up",

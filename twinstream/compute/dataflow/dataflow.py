@@ -23,7 +23,9 @@ arrangements cannot pass their `upper`: its frontier is `min(frontier, import up
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -377,13 +379,27 @@ class Dataflow:
             (t,) = times
             self._add_pending(name, self._check_time(name, t), updates)
             return
-        by_time: dict[int, Batch] = {}
-        for t in times:
-            by_time[self._check_time(name, t)] = []
-        for row, t, d in updates:
-            t2 = t if t >= self.frontier else self.as_of
-            by_time[t2].append((row, t2, d))
-        for t, batch in by_time.items():
+        # Several times (a driver catching up hands over many at once): split by time without
+        # rebuilding the update tuples. Persist delivers them sorted by time, so the split is
+        # slices found by bisection (C loops); any other order takes one Python pass.
+        ts = list(map(_time_of, updates))
+        by_time: dict[int, Sequence[Update]]
+        if ts == sorted(ts):
+            by_time = {
+                t: updates[bisect.bisect_left(ts, t) : bisect.bisect_right(ts, t)] for t in times
+            }
+        else:
+            lists: dict[int, Batch] = {t: [] for t in times}
+            for u in updates:
+                lists[u[1]].append(u)
+            by_time = dict(lists)
+        parts: dict[int, list[Sequence[Update]]] = {}
+        for t in sorted(times):
+            at = self._check_time(name, t)  # before the as-of: advanced to it
+            part = by_time[t] if at == t else [(r, at, d) for r, _t, d in by_time[t]]
+            parts.setdefault(at, []).append(part)
+        for t, ps in parts.items():
+            batch = list(ps[0]) if len(ps) == 1 else list(itertools.chain.from_iterable(ps))
             self._add_pending(name, t, batch)
 
     def _check_time(self, name: str, t: int) -> int:

@@ -25,6 +25,7 @@ against what is there).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: The name of the runner's one output inside its `Dataflow`.
 OUTPUT = "output"
+#: A hydration of at least this many input rows takes the heap out of the cyclic garbage
+#: collector's view afterwards (see `freeze_heap`).
+GC_FREEZE_MIN_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,7 @@ class DataflowRunner:
             self._input_frontier[name] = upper
         self.dataflow = Dataflow({OUTPUT: self.plan}, as_of=as_of, name=self.name)
         self._step(snapshots, as_of + 1)
+        freeze_heap(sum(map(len, snapshots.values())))
         self.hydrated.set()
         log.info("%s hydrated at as_of %d", self.name, as_of)
         await supervise(
@@ -384,3 +389,21 @@ class DataflowRunner:
             await asyncio.sleep(period)
             for name, handle in self._holds.items():
                 await move_hold(handle, self._input_frontier.get(name, 1) - 1)
+
+
+def freeze_heap(rows: int) -> bool:
+    """After hydrating `rows` input rows (if at least `GC_FREEZE_MIN_ROWS`): collect once,
+    then move every live object to the collector's permanent generation (`gc.freeze`).
+
+    Why: a hydrated dataflow holds millions of tuples, lists and dicts that cannot form
+    cycles, and every full collection traverses all of them for nothing — measured in a
+    replica catching up on a 1M-row join+agg: full collections took 0.25-0.3 s of a 1.2 s
+    catch-up, and ~1.1 s more in the rest of its run. Objects created later are collected as usual;
+    frozen ones are still freed by reference counting (a dropped dataflow's state goes when
+    its last reference does). The collection first means no existing cyclic garbage is
+    frozen; what escapes is only cycles formed among already-frozen objects later."""
+    if rows < GC_FREEZE_MIN_ROWS or not gc.isenabled():
+        return False
+    gc.collect()
+    gc.freeze()
+    return True
