@@ -118,12 +118,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("hydrated", "BOOLEAN"),
     ],
     # Per replica of this generation: "online" while it serves (a `clusterd` process that is
-    # listening), "offline" while it is down or restarting; restarts after crashes.
+    # listening and answering), "offline" while it is down or restarting or does not answer
+    # calls (a frozen process), with the reason; restarts after crashes.
     "mz_cluster_replica_statuses": [
         ("replica_id", "VARCHAR"),
         ("name", "VARCHAR"),
         ("status", "VARCHAR"),
         ("restarts", "BIGINT"),
+        ("reason", "VARCHAR"),
     ],
     "mz_sessions": [
         ("id", "VARCHAR"),
@@ -226,7 +228,7 @@ class SystemTables:
         statuses: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """`(object_id, replica_id, write_frontier)`, `(object_id, replica_id, hydrated)` and
-        `(replica_id, name, status, restarts)`."""
+        `(replica_id, name, status, restarts, reason)`."""
         self._fill("mz_cluster_replica_frontiers", frontiers)
         self._fill("mz_hydration_statuses", hydration)
         if statuses is not None:

@@ -10,12 +10,20 @@ A read-only generation's controller builds its replicas read-only: dataflows hyd
 up but their sinks write nothing; `allow_writes` (at promotion) flips every replica in place.
 Creating a dataflow is idempotent per replica, so a controller that re-issues its catalog's
 dataflows reconciles with replicas that kept running.
+
+One replica never holds up the others or the controller's callers: a command that a replica
+could not take (`ConnectionError`: down, or not answering within its client's bound — the
+client recorded it and delivers it when the replica answers again) is logged, not raised;
+frontiers are asked of every replica at once, and a replica that does not answer reports
+nothing; one marked unresponsive (`ReportsResponsiveness`) counts as not hydrated, is not
+asked for peek targets while another replica is there, and shows `offline` with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -51,6 +59,19 @@ class ReportsHealth(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsResponsiveness(Protocol):
+    """A replica behind a client that bounds its calls (`RemoteReplica`)."""
+
+    #: Why the replica counts as not answering now; None while it answers.
+    unresponsive: str | None
+
+
+def unresponsive(replica: Replica) -> str | None:
+    """Why `replica` is not answering now (None: it is, as far as its client knows)."""
+    return replica.unresponsive if isinstance(replica, ReportsResponsiveness) else None
+
+
 #: Builds a replica (spec, read_only) -> replica.
 ReplicaFactory = Callable[[ReplicaSpec, bool], ManagedReplica]
 
@@ -81,7 +102,7 @@ class ComputeController:
             self.replicas[r_id] = (spec, replica)
             for cluster_id, desc in list(self.dataflows.values()):
                 if cluster_id == spec.cluster_id:
-                    await replica.create_dataflow(desc)
+                    await _tell(replica, "create_dataflow", replica.create_dataflow(desc))
 
     def cluster_replicas(self, cluster_id: str) -> list[tuple[ReplicaSpec, ManagedReplica]]:
         return [(s, r) for s, r in self.replicas.values() if s.cluster_id == cluster_id]
@@ -91,27 +112,27 @@ class ComputeController:
     async def create_dataflow(self, cluster_id: str, desc: DataflowDesc) -> None:
         self.dataflows[desc.id] = (cluster_id, desc)
         for _spec, replica in self.cluster_replicas(cluster_id):
-            await replica.create_dataflow(desc)
+            await _tell(replica, "create_dataflow", replica.create_dataflow(desc))
 
     async def drop_dataflow(self, id: str) -> None:
         entry = self.dataflows.pop(id, None)
         if entry is None:
             return
         for _spec, replica in self.cluster_replicas(entry[0]):
-            await replica.drop_dataflow(id)
+            await _tell(replica, "drop_dataflow", replica.drop_dataflow(id))
 
     async def allow_writes(self) -> None:
         """Promotion: every replica's sinks start writing (in place), and so do new ones."""
         self.read_only = False
         for _spec, replica in self.replicas.values():
-            await replica.allow_writes()
+            await _tell(replica, "allow_writes", replica.allow_writes())
 
     async def allow_compaction(self, id: str, since: int) -> None:
         entry = self.dataflows.get(id)
         if entry is None:
             return
         for _spec, replica in self.cluster_replicas(entry[0]):
-            await replica.allow_compaction(id, since)
+            await _tell(replica, "allow_compaction", replica.allow_compaction(id, since))
 
     async def peek_target(
         self, cluster_id: str, id: str
@@ -124,11 +145,19 @@ class ComputeController:
         replicas = self.cluster_replicas(cluster_id)
         if not replicas:
             raise PeekError("unknown", f"cluster {cluster_id} has no replica")
+        answering = [(s, r) for s, r in replicas if unresponsive(r) is None]
+        replicas = answering or replicas  # a frozen replica would only eat the peek's bound
         target = replicas[0][1]
         found = False
         fs: list[CollectionFrontier] = []
         for _spec, replica in replicas:
-            f = await replica.frontier(id)
+            try:
+                f = await replica.frontier(id)
+            except ConnectionError as e:  # down or not answering: another replica may be
+                if len(replicas) == 1:
+                    raise
+                log.info("peek target: %s: %s", replica.name, e)
+                continue
             if f is None:
                 continue
             fs.append(f)
@@ -154,18 +183,29 @@ class ComputeController:
         """collection id -> replica id -> what that replica reports (dataflows of this
         controller only)."""
         out: dict[str, dict[str, CollectionFrontier]] = {id: {} for id in self.dataflows}
-        for r_id, (_spec, replica) in self.replicas.items():
-            for id, f in (await replica.frontiers()).items():
+        replicas = list(self.replicas.items())
+        async with asyncio.TaskGroup() as tg:  # all at once: a slow replica delays no other
+            tasks = [tg.create_task(_frontiers_of(r)) for _r_id, (_s, r) in replicas]
+        for (r_id, (_spec, replica)), task in zip(replicas, tasks, strict=True):
+            stale = unresponsive(replica) is not None
+            for id, f in task.result().items():
                 if id in out:
-                    out[id][r_id] = f
+                    # Not answering: what it last reported, but not hydrated (it serves nothing).
+                    out[id][r_id] = (
+                        CollectionFrontier(f.write_frontier, False, f.as_of) if stale else f
+                    )
         return out
 
-    def statuses(self) -> list[tuple[str, str, str, int]]:
-        """Per replica `(replica_id, name, "online" | "offline", restarts)`."""
+    def statuses(self) -> list[tuple[str, str, str, int, str | None]]:
+        """Per replica `(replica_id, name, "online" | "offline", restarts, reason)`: offline
+        while its process is down or restarting, or while it does not answer calls."""
         out = []
         for r_id, (spec, replica) in sorted(self.replicas.items()):
             up, restarts = replica.health() if isinstance(replica, ReportsHealth) else (True, 0)
-            out.append((r_id, spec.name, "online" if up else "offline", restarts))
+            why = None if up else "not running"
+            if why is None and (stuck := unresponsive(replica)) is not None:
+                why = f"not answering: {stuck}"
+            out.append((r_id, spec.name, "online" if why is None else "offline", restarts, why))
         return out
 
     async def collection_frontier(self, id: str) -> CollectionFrontier:
@@ -183,3 +223,25 @@ class ComputeController:
         for _spec, replica in self.replicas.values():
             await replica.close()
         self.replicas.clear()
+
+
+async def _frontiers_of(replica: Replica) -> dict[str, CollectionFrontier]:
+    """`replica.frontiers()`, or nothing from a replica that is down or does not answer."""
+    try:
+        return await replica.frontiers()
+    except ConnectionError as e:
+        log.info("frontiers of %s: %s", replica.name, e)
+        return {}
+    except Exception as e:  # a bad answer from one replica must not hide the others
+        log.warning("frontiers of %s failed: %s: %s", replica.name, type(e).__name__, e)
+        return {}
+
+
+async def _tell(replica: Replica, what: str, command: Awaitable[None]) -> None:
+    """Run one command on one replica; a replica that cannot take it now (down, or not
+    answering: its client delivers the command once it answers again) does not fail the
+    controller's caller, nor hold up the other replicas beyond its client's bound."""
+    try:
+        await command
+    except ConnectionError as e:
+        log.warning("%s on %s deferred: %s", what, replica.name, e)

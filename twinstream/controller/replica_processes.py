@@ -22,7 +22,11 @@ from pathlib import Path
 
 from twinstream.controller.compute import ReplicaSpec
 from twinstream.controller.protocol import CollectionFrontier
-from twinstream.controller.remote import RemoteReplica, ReplicaUnavailable
+from twinstream.controller.remote import (
+    REPLICA_CALL_TIMEOUT_S,
+    RemoteReplica,
+    ReplicaUnavailable,
+)
 from twinstream.orchestrator.processes import (
     ProcessOrchestrator,
     generation_of,
@@ -74,7 +78,13 @@ class ProcessReplica(RemoteReplica):
     """A `RemoteReplica` whose process this environment's orchestrator runs."""
 
     def __init__(
-        self, orchestrator: ProcessOrchestrator, name: str, command: list[str], *, read_only: bool
+        self,
+        orchestrator: ProcessOrchestrator,
+        name: str,
+        command: list[str],
+        *,
+        read_only: bool,
+        call_timeout_s: float = REPLICA_CALL_TIMEOUT_S,
     ) -> None:
         self.orchestrator = orchestrator
         self.service = orchestrator.ensure(name, command)
@@ -85,6 +95,7 @@ class ProcessReplica(RemoteReplica):
             self.service.address,
             writable=not read_only,
             unavailable_after_s=PROCESS_UNAVAILABLE_AFTER_S,
+            call_timeout_s=call_timeout_s,
         )
         self._frontiers: dict[str, CollectionFrontier] = {}
         self._watch: asyncio.Task[None] | None = None
@@ -95,9 +106,10 @@ class ProcessReplica(RemoteReplica):
 
     async def frontiers(self) -> dict[str, CollectionFrontier]:
         """Asked of the process while it is connected (fresh: a dataflow just created is
-        there), else — down or restarting, or not answering within `FRONTIERS_TIMEOUT_S` —
-        what it last pushed (`watch_frontiers`, cleared when the watch breaks): the
-        coordinator's frontier loop never blocks on a dead replica."""
+        there), else — down or restarting, or not answering within `FRONTIERS_TIMEOUT_S`
+        (which marks it `unresponsive`) — what it last pushed (`watch_frontiers`, cleared when
+        the watch breaks): the coordinator's frontier loop never blocks on a dead or frozen
+        replica (the controller counts an unresponsive one as not hydrated)."""
         if self._watch is None:
             self._watch = asyncio.create_task(self._follow(), name=f"frontiers-{self.name}")
         fresh = await self.try_frontiers(FRONTIERS_TIMEOUT_S)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from twinstream.controller.remote import REPLICA_CALL_TIMEOUT_S
 from twinstream.controller.replica_processes import ProcessReplica, clusterd_command
 from twinstream.orchestrator.processes import ProcessOrchestrator
 from twinstream.persist import PersistClient
@@ -45,11 +46,19 @@ class Procs:
     def blob_url(self) -> str:
         return f"file://{self.root / 'blob'}"
 
-    async def start(self, name: str, *, read_only: bool = False) -> ProcessReplica:
+    async def start(
+        self,
+        name: str,
+        *,
+        read_only: bool = False,
+        call_timeout_s: float = REPLICA_CALL_TIMEOUT_S,
+    ) -> ProcessReplica:
         cmd = clusterd_command(
             name, consensus_url=self.consensus_url, blob_url=self.blob_url, read_only=read_only
         )
-        replica = ProcessReplica(self.orchestrator, name, cmd, read_only=read_only)
+        replica = ProcessReplica(
+            self.orchestrator, name, cmd, read_only=read_only, call_timeout_s=call_timeout_s
+        )
         await self.orchestrator.wait_ready(name, START_TIMEOUT_S)
         return replica
 
