@@ -18,7 +18,8 @@ history older than `INDEX_HISTORY_MS` behind the frontier (`allow_compaction`), 
 a fresh timestamp is always answerable; one that races compaction is retried with a newer
 timestamp. A replica that is frozen (its connection open, nothing answered) makes the
 engine answer, like one that is down: its frontier lookup must answer within
-`PEEK_REPLICA_TIMEOUT_S`, and so must one repeated at that interval while a peek waits.
+`PEEK_REPLICA_TIMEOUT_S`, and so must one repeated at that interval while a peek waits (and
+the replica's client must not have marked it unresponsive: `REPLICA_CALL_TIMEOUT_S`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from twinstream.adapter.mviews import SHARD_BACKED, lower_for_create
 from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.types import lookup, oid_of
 from twinstream.compute.dataflow.plan import Get
+from twinstream.controller.compute import unresponsive
 from twinstream.controller.protocol import DataflowDesc, PeekError, Replica
 from twinstream.persist.types import Diff, Row
 from twinstream.pgwire.backend import Column, QueryResult
@@ -264,6 +266,8 @@ async def peek_while_alive(
                 return peek.result()
             async with asyncio.timeout(PEEK_REPLICA_TIMEOUT_S):
                 await replica.frontier(idx_id)  # answered: alive, keep waiting
+            if (why := unresponsive(replica)) is not None:  # (its client gave up on it)
+                raise TimeoutError(f"replica {replica.name} is not answering: {why}")
     finally:
         if not peek.done():
             peek.cancel()  # (sends the replica a cancel for the abandoned peek)
