@@ -113,3 +113,32 @@ def test_frozen_replica_shows_offline_and_recovers(envd: EnvironmentdProcess) ->
         "the thawed replica to be online, hydrated and advancing",
     )
     assert sorted(query(envd, "SELECT * FROM t")) == [(1, 10), (2, 20), (3, 30)]
+
+
+def test_restart_adopting_a_frozen_replica_is_not_held_up(envd: EnvironmentdProcess) -> None:
+    """environmentd killed -9, its replica frozen: the successor adopts the frozen process and
+    still becomes ready and serves (its bootstrap re-creates the index's dataflow: one bound
+    for that replica, not a connect retried for 60 s); thawed, the replica is online again."""
+    execute(envd, "CREATE TABLE t (k int, v int)")
+    execute(envd, "INSERT INTO t VALUES (1, 10), (2, 20)")
+    execute(envd, "CREATE INDEX t_k ON t (k)")
+    wait_for(lambda: replica_state(envd)[:3] == ("online", None, True), "the index to hydrate")
+    [pid] = replica_processes(envd.data_dir, 1).values()
+    envd.kill9()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: stopped(pid), "the signal to be delivered")
+        envd.start()  # ready, within its start-up deadline
+        execute(envd, "INSERT INTO t VALUES (3, 30)")
+        assert sorted(query(envd, "SELECT * FROM t WHERE k = 3")) == [(3, 30)]
+        state = wait_for(
+            lambda: (s := replica_state(envd))[0] == "offline" and s,
+            "the adopted frozen replica to show offline",
+        )
+        assert state[1] is not None and "not answering" in state[1], state
+        assert replica_processes(envd.data_dir, 1) == {"quickstart-replica-u1-gen-1": pid}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: replica_state(envd)[:3] == ("online", None, True), "the thawed replica online")
+    execute(envd, "INSERT INTO t VALUES (4, 40)")
+    assert sorted(query(envd, "SELECT * FROM t WHERE k = 4")) == [(4, 40)]
