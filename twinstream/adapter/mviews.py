@@ -224,12 +224,19 @@ class MaterializedViews:
         self, refs: Sequence[ItemRef], ts: int, timeout_s: float = MV_READ_TIMEOUT_S
     ) -> None:
         """Raise the evaluation error a view in `refs` has at `ts`, if any."""
-        seen: set[str] = set()
+        for _ref, errors in await self.errors_known_at(refs, ts, timeout_s):
+            errors.check()
+
+    async def errors_known_at(
+        self, refs: Sequence[ItemRef], ts: int, timeout_s: float
+    ) -> list[tuple[ItemRef, ViewErrors]]:
+        """The errors of each view in `refs` (once each), after waiting until they are known
+        at `ts`; views without errors to follow are left out."""
+        out: dict[str, tuple[ItemRef, ViewErrors]] = {}
         for ref in refs:
             entry = self.errors.get(ref.id)
-            if entry is None or ref.id in seen:
+            if entry is None or ref.id in out:
                 continue
-            seen.add(ref.id)
             errors, follower = entry
             if not ref.value.get("errors_shard") and follower.frontier == 0:
                 # Created before errors shards existed and never written: its replicas (a
@@ -238,7 +245,8 @@ class MaterializedViews:
                 # their errors shard (the local frontier alone raced with the first write).
                 continue
             await self._wait_follower(ref, follower, ts, timeout_s, what="errors of ")
-            errors.check()
+            out[ref.id] = (ref, errors)
+        return list(out.values())
 
     async def _wait_follower(
         self, ref: ItemRef, follower: TableFollower, ts: int, timeout_s: float, what: str = ""
@@ -259,3 +267,30 @@ class MaterializedViews:
 
     def stats(self) -> dict[str, Any]:
         return {id: f.frontier for id, f in self.mirrors.items()}
+
+
+class SubscriptionErrors:
+    """The evaluation errors a SUBSCRIBE reports: those of `refs` (the views it reads and
+    every view they are computed from), from the errors followers environmentd runs anyway
+    (no read of persist of its own: a check whose follower is past the time is in memory).
+
+    `start` fails if an error is present at the read timestamp, as SELECT does; `check(upper)`
+    fails once every follower is past `upper - 1` if an error is present, or was present at
+    some time since `start` (`ViewErrors.episodes`), so the subscription ends with it before
+    its rows below `upper` are sent."""
+
+    def __init__(self, mviews: MaterializedViews, refs: Sequence[ItemRef]) -> None:
+        self.mviews = mviews
+        self.refs = list(refs)
+        self._episodes: dict[str, int] = {}
+
+    async def start(self, ts: int, timeout_s: float = MV_READ_TIMEOUT_S) -> None:
+        for ref, errors in await self.mviews.errors_known_at(self.refs, ts, timeout_s):
+            errors.check()
+            self._episodes.setdefault(ref.id, errors.episodes)
+
+    async def check(self, upper: int, timeout_s: float = MV_READ_TIMEOUT_S) -> None:
+        if upper <= 0:
+            return
+        for ref, errors in await self.mviews.errors_known_at(self.refs, upper - 1, timeout_s):
+            errors.check(since_episode=self._episodes.setdefault(ref.id, errors.episodes))
