@@ -379,11 +379,12 @@ class AdapterSession(Session):
         self, stmt: ast.Subscribe
     ) -> tuple[list[Column], AsyncIterator[tuple[Any, ...]]]:
         """Plan a SUBSCRIBE; it fails now if a view it reads has an evaluation error at the
-        read timestamp, as SELECT does (`mviews.SubscriptionErrors`). An error later ends
-        its rows with the error as a PgError (and fails an explicit transaction)."""
+        read timestamp, as SELECT does (`mviews.SubscriptionErrors`). An error at its as-of
+        or later ends its rows with the error as a PgError (and fails an explicit
+        transaction)."""
         plan = self._plan_subscribe(stmt)
-        if plan.errors is not None and plan.errors.refs:
-            await plan.errors.start(await self.coord.read_timestamp())
+        if plan.errors is not None:
+            await plan.errors.start(self.coord.read_timestamp)
         return plan.columns(), self._subscription_rows(plan.rows())
 
     async def _subscription_rows(
