@@ -16,7 +16,7 @@ and the output shard mirrored into the query engine for reads.
   write), or fails after `MV_READ_TIMEOUT_S` naming the view and how far it got.
 - Evaluation errors (`adapter/view_errors.py`): the dataflow writes its `$errors` collection
   to the view's errors shard; a read at T fails with the error while the view, or a view it
-  is computed from, has one at T.
+  is computed from, has one at T. A SUBSCRIBE ends with it (`SubscriptionErrors`).
 """
 
 from __future__ import annotations

@@ -493,6 +493,9 @@ class AdapterSession(Session):
             assert isinstance(result, QueryResult)
             return result.columns
         if isinstance(stmt, ast.Fetch):
+            sub = self.subscriptions.get(stmt.cursor)  # psycopg prepares a repeated FETCH
+            if sub is not None:
+                return sub.columns
             cur = self.cursors.get(stmt.cursor)
             return None if cur is None else cur.columns
         return None
