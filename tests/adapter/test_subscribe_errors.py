@@ -84,6 +84,9 @@ def test_error_present_before_subscribe_fails_at_start(envd: EnvironmentdProcess
         conn.execute(f"CREATE MATERIALIZED VIEW {v} AS SELECT 10 / x AS q FROM {t}")
         conn.execute(f"CREATE MATERIALIZED VIEW {w} AS SELECT count(*) AS n FROM {v}")
         conn.execute(f"CREATE VIEW {pv} AS SELECT q + 1 AS r FROM {v}")
+        # Indexes (on the view and on a plain view over it) change nothing.
+        conn.execute(f"CREATE DEFAULT INDEX ON {v}")
+        conn.execute(f"CREATE DEFAULT INDEX ON {pv}")
         conn.execute(f"INSERT INTO {t} VALUES (0)")
 
         # The view, a view computed from it, a plain view and a query over it, and a query
@@ -103,6 +106,14 @@ def test_error_present_before_subscribe_fails_at_start(envd: EnvironmentdProcess
         # Fails at start: the DECLARE itself, before any FETCH, for a materialized view.
         with pytest.raises(psycopg.errors.DivisionByZero):
             txn.execute(f"DECLARE early CURSOR FOR SUBSCRIBE {v}")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            txn.execute("SELECT 1")
+        txn.rollback()
+        # COPY (SUBSCRIBE) in a transaction aborts it too.
+        txn.execute("SELECT 1")
+        err = copy_error(txn, f"(SELECT 10 / x FROM {t})")
+        assert err is not None
+        assert_division_by_zero(err)
         with pytest.raises(psycopg.errors.InFailedSqlTransaction):
             txn.execute("SELECT 1")
         txn.rollback()
