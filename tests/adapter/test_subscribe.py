@@ -108,3 +108,26 @@ def test_subscribe_to_an_unsupported_query(envd: EnvironmentdProcess) -> None:
         conn.execute("CREATE TABLE sub_u (a int)")
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="window"):
             conn.execute("SUBSCRIBE (SELECT row_number() OVER () FROM sub_u)")
+
+
+def test_repeated_fetch_is_prepared_with_the_subscription_columns(
+    envd: EnvironmentdProcess,
+) -> None:
+    """psycopg prepares a statement run 5 times: the prepared FETCH must describe the
+    subscription's columns (it described none, and its rows broke the protocol)."""
+    with psycopg.connect(envd.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE sub_p (a int)")
+    with (
+        psycopg.connect(envd.conninfo()) as sub,
+        psycopg.connect(envd.conninfo(), autocommit=True) as writer,
+    ):
+        sub.execute("DECLARE c CURSOR FOR SUBSCRIBE sub_p")
+        got: list[int] = []
+        for i in range(8):
+            writer.execute("INSERT INTO sub_p VALUES (%s)", (i,))
+            deadline = time.monotonic() + 30
+            while len(got) <= i and time.monotonic() < deadline:
+                got += [r[2] for r in sub.execute("FETCH ALL c WITH (timeout = '1s')")]
+        assert sorted(got) == list(range(8))
+        sub.execute("CLOSE c")
+        sub.rollback()

@@ -16,7 +16,7 @@ and the output shard mirrored into the query engine for reads.
   write), or fails after `MV_READ_TIMEOUT_S` naming the view and how far it got.
 - Evaluation errors (`adapter/view_errors.py`): the dataflow writes its `$errors` collection
   to the view's errors shard; a read at T fails with the error while the view, or a view it
-  is computed from, has one at T.
+  is computed from, has one at T. A SUBSCRIBE ends with it (`SubscriptionErrors`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import sqlglot
@@ -217,19 +217,26 @@ class MaterializedViews:
             follower = self.mirrors.get(ref.id)
             if follower is None:
                 raise AdapterError(E.UNDEFINED_TABLE, f'materialized view "{ref.name}" is gone')
-            await self._wait_follower(ref, follower, ts, timeout_s)
+            await self.wait_follower(ref, follower, ts, timeout_s)
         await self.check_errors([*refs, *errors_of], ts, timeout_s)
 
     async def check_errors(
         self, refs: Sequence[ItemRef], ts: int, timeout_s: float = MV_READ_TIMEOUT_S
     ) -> None:
         """Raise the evaluation error a view in `refs` has at `ts`, if any."""
-        seen: set[str] = set()
+        for _ref, errors in await self.errors_known_at(refs, ts, timeout_s):
+            errors.check()
+
+    async def errors_known_at(
+        self, refs: Sequence[ItemRef], ts: int, timeout_s: float
+    ) -> list[tuple[ItemRef, ViewErrors]]:
+        """The errors of each view in `refs` (once each), after waiting until they are known
+        at `ts`; views without errors to follow are left out."""
+        out: dict[str, tuple[ItemRef, ViewErrors]] = {}
         for ref in refs:
             entry = self.errors.get(ref.id)
-            if entry is None or ref.id in seen:
+            if entry is None or ref.id in out:
                 continue
-            seen.add(ref.id)
             errors, follower = entry
             if not ref.value.get("errors_shard") and follower.frontier == 0:
                 # Created before errors shards existed and never written: its replicas (a
@@ -237,10 +244,11 @@ class MaterializedViews:
                 # alone is the answer. Views created since are flagged, and a read waits for
                 # their errors shard (the local frontier alone raced with the first write).
                 continue
-            await self._wait_follower(ref, follower, ts, timeout_s, what="errors of ")
-            errors.check()
+            await self.wait_follower(ref, follower, ts, timeout_s, what="errors of ")
+            out[ref.id] = (ref, errors)
+        return list(out.values())
 
-    async def _wait_follower(
+    async def wait_follower(
         self, ref: ItemRef, follower: TableFollower, ts: int, timeout_s: float, what: str = ""
     ) -> None:
         if follower.frontier > ts:
@@ -259,3 +267,57 @@ class MaterializedViews:
 
     def stats(self) -> dict[str, Any]:
         return {id: f.frontier for id, f in self.mirrors.items()}
+
+
+class SubscriptionErrors:
+    """The evaluation errors a SUBSCRIBE reports: those of `refs` (the views it reads and
+    every view they are computed from), from the errors followers environmentd runs anyway
+    (no read of persist of its own: a check whose follower is past the time is in memory).
+
+    `start` fails if an error is present at the read timestamp, as SELECT does. It waits
+    for nothing unless a follower shows an error (a SUBSCRIBE to a view without errors starts
+    as before, at the view's upper, even if the view lags); then, since that error may be
+    gone by the read timestamp (the row was just deleted), it waits like SELECT until the
+    views' errors and outputs are known there, so the subscription's as-of is not older. The
+    subscription calls `check(as_of + 1)` before its snapshot and `check(upper)` before each
+    batch: once every follower is past `upper - 1`, it fails if an error is present, or was
+    present at some time since `start` (`ViewErrors.episodes`), so the subscription ends with
+    it before its rows below `upper` are sent."""
+
+    def __init__(self, mviews: MaterializedViews, refs: Sequence[ItemRef]) -> None:
+        self.mviews = mviews
+        self.refs = list(refs)
+        self._episodes: dict[str, int] = {}
+
+    async def start(
+        self, read_timestamp: Callable[[], Awaitable[int]], timeout_s: float = MV_READ_TIMEOUT_S
+    ) -> None:
+        if any(errors.first() is not None for _ref, errors in self._followed()):
+            ts = await read_timestamp()
+            for _ref, errors in await self.mviews.errors_known_at(self.refs, ts, timeout_s):
+                errors.check()
+            for ref in self.refs:
+                mirror = self.mviews.mirrors.get(ref.id)
+                if mirror is not None:
+                    await self.mviews.wait_follower(ref, mirror, ts, timeout_s)
+        for ref, errors in self._followed():
+            self._episodes.setdefault(ref.id, errors.episodes)
+
+    def _followed(self) -> list[tuple[ItemRef, ViewErrors]]:
+        """The errors of `refs` that are followed, as known now (no waiting)."""
+        out = []
+        for ref in self.refs:
+            entry = self.mviews.errors.get(ref.id)
+            if entry is None:
+                continue
+            errors, follower = entry
+            if not ref.value.get("errors_shard") and follower.frontier == 0:
+                continue  # not written (yet): see `errors_known_at`
+            out.append((ref, errors))
+        return out
+
+    async def check(self, upper: int, timeout_s: float = MV_READ_TIMEOUT_S) -> None:
+        if upper <= 0:
+            return
+        for ref, errors in await self.mviews.errors_known_at(self.refs, upper - 1, timeout_s):
+            errors.check(since_episode=self._episodes.setdefault(ref.id, errors.episodes))

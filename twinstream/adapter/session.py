@@ -36,6 +36,7 @@ from twinstream.adapter.duck_errors import translate
 from twinstream.adapter.errors import AdapterError
 from twinstream.adapter.group_commit import CommitOutcomeUnknown, CommitterShutDown
 from twinstream.adapter.indexes import fast_select
+from twinstream.adapter.mviews import SubscriptionErrors
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.plan import PlannedQuery, output_names, qualify
 from twinstream.adapter.show import execute_show
@@ -91,7 +92,13 @@ class SubscribeCursor:
         self._rows = rows
         self._next: asyncio.Future[tuple[Any, ...]] | None = None
 
+        #: The error that ended the rows, held back while a FETCH returns rows before it.
+        self._error: BaseException | None = None
+
     async def take(self, count: int, timeout_s: float | None) -> list[tuple[Any, ...]]:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         out: list[tuple[Any, ...]] = []
         while len(out) < count:
             if self._next is None:
@@ -104,6 +111,11 @@ class SubscribeCursor:
             try:
                 out.append(task.result())
             except StopAsyncIteration:
+                break
+            except Exception as e:  # e.g. a view's evaluation error: after the rows before it
+                if not out:
+                    raise
+                self._error = e
                 break
         return out
 
@@ -356,9 +368,38 @@ class AdapterSession(Session):
             mirror = self.coord.mviews.mirrors.get(ref.id)
             if shard is None and mirror is not None:
                 shard = mirror.shard
+                mviews = self.coord.mviews
+                errors = SubscriptionErrors(mviews, mviews.computed_from(self.coord.index, [ref]))
+                return plan_subscribe(stmt, ref, shard, errors)
             if shard is not None:
                 return plan_subscribe(stmt, ref, shard)
         return plan_compute_subscribe(self, stmt, cluster_id(self, None))
+
+    async def _start_subscribe(
+        self, stmt: ast.Subscribe
+    ) -> tuple[list[Column], AsyncIterator[tuple[Any, ...]]]:
+        """Plan a SUBSCRIBE; it fails now if a view it reads has an evaluation error at the
+        read timestamp, as SELECT does (`mviews.SubscriptionErrors`). An error at its as-of
+        or later ends its rows with the error as a PgError (and fails an explicit
+        transaction)."""
+        plan = self._plan_subscribe(stmt)
+        if plan.errors is not None:
+            await plan.errors.start(self.coord.read_timestamp)
+        return plan.columns(), self._subscription_rows(plan.rows())
+
+    async def _subscription_rows(
+        self, rows: AsyncIterator[tuple[Any, ...]]
+    ) -> AsyncIterator[tuple[Any, ...]]:
+        try:
+            async for row in rows:
+                yield row
+        except AdapterError as e:  # COPY (SUBSCRIBE) streams outside `execute`'s handler
+            if self.txn.explicit:
+                self.txn.failed = True
+            raise to_pg_error(e) from e
+        finally:
+            with contextlib.suppress(Exception):
+                await rows.aclose()  # type: ignore[attr-defined]
 
     def resolve(self, name: ast.QualifiedName) -> ItemRef:
         return self.coord.index.require_item(name.parts, self.database, self.vars.search_path())
@@ -452,6 +493,9 @@ class AdapterSession(Session):
             assert isinstance(result, QueryResult)
             return result.columns
         if isinstance(stmt, ast.Fetch):
+            sub = self.subscriptions.get(stmt.cursor)  # psycopg prepares a repeated FETCH
+            if sub is not None:
+                return sub.columns
             cur = self.cursors.get(stmt.cursor)
             return None if cur is None else cur.columns
         return None
@@ -542,8 +586,8 @@ class AdapterSession(Session):
         if isinstance(stmt, ast.Copy):
             return await self._copy(stmt, params)
         if isinstance(stmt, ast.Subscribe):
-            plan = self._plan_subscribe(stmt)
-            return CopyOutStream(columns=plan.columns(), rows=plan.rows())
+            sub_columns, sub_rows = await self._start_subscribe(stmt)
+            return CopyOutStream(columns=sub_columns, rows=sub_rows)
         if isinstance(stmt, ast.Declare):
             return await self._declare(stmt, params)
         if isinstance(stmt, ast.Fetch):
@@ -627,8 +671,8 @@ class AdapterSession(Session):
         if stmt.name in self.cursors or stmt.name in self.subscriptions:
             raise AdapterError("42P03", f'cursor "{stmt.name}" already exists')
         if isinstance(stmt.statement, ast.Subscribe):
-            plan = self._plan_subscribe(stmt.statement)
-            self.subscriptions[stmt.name] = SubscribeCursor(plan.columns(), plan.rows())
+            columns, rows = await self._start_subscribe(stmt.statement)
+            self.subscriptions[stmt.name] = SubscribeCursor(columns, rows)
             return QueryResult(command_tag="DECLARE CURSOR")
         result = await self._select(stmt.statement, params)
         assert result.columns is not None
@@ -819,8 +863,8 @@ class AdapterSession(Session):
                 result = await self._select(query, params)
                 del ref
             else:
-                plan = self._plan_subscribe(target)
-                return CopyOutStream(columns=plan.columns(), rows=plan.rows())
+                columns, rows = await self._start_subscribe(target)
+                return CopyOutStream(columns=columns, rows=rows)
             assert result.columns is not None
             return CopyOutStream(columns=result.columns, rows=result.rows, format=fmt)
         if not isinstance(target, ast.QualifiedName):

@@ -5,6 +5,10 @@ Rows are `(mz_timestamp, mz_diff, columns...)`, or with `WITH (PROGRESS)`
 time the frontier moves. Served straight from the table's (or the view's output) persist
 shard (a listen with a leased read hold), so it works on a read-only generation too. Plain
 views and queries run as transient dataflows (`subscribe_compute.py`).
+
+A materialized view's evaluation errors end the subscription (`mviews.SubscriptionErrors`):
+each batch of the listen is sent only once its errors, and those of the views it is computed
+from, are known up to the batch's upper and absent.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
+from twinstream.adapter.mviews import SubscriptionErrors
 from twinstream.adapter.names import ItemRef
 from twinstream.persist import Progress, Shard, Updates
 from twinstream.pgwire.backend import Column
@@ -32,6 +37,8 @@ class SubscribePlan:
     progress: bool
     as_of: int | None
     up_to: int | None
+    #: The evaluation errors that end it (a materialized view's); None for a table.
+    errors: SubscriptionErrors | None = None
 
     def columns(self) -> list[Column]:
         from twinstream.adapter.types import oid_of
@@ -62,9 +69,11 @@ def parse_options(stmt: ast.Subscribe) -> bool:
     return progress
 
 
-def plan_subscribe(stmt: ast.Subscribe, ref: ItemRef, shard: Shard) -> SubscribePlan:
+def plan_subscribe(
+    stmt: ast.Subscribe, ref: ItemRef, shard: Shard, errors: SubscriptionErrors | None = None
+) -> SubscribePlan:
     """A table or materialized view, read from `shard`."""
-    return SubscribePlan(ref, shard, parse_options(stmt), stmt.as_of, stmt.up_to)
+    return SubscribePlan(ref, shard, parse_options(stmt), stmt.as_of, stmt.up_to, errors)
 
 
 async def subscribe_rows(plan: SubscribePlan) -> AsyncIterator[tuple[Any, ...]]:
@@ -80,20 +89,30 @@ async def subscribe_rows(plan: SubscribePlan) -> AsyncIterator[tuple[Any, ...]]:
             return (ts, False, diff, *values)
         return (ts, diff, *values)
 
+    if plan.errors is not None:
+        await plan.errors.check(as_of + 1)
     if upper > as_of:
         for values, diff in sorted(await shard.snapshot(as_of), key=lambda r: repr(r[0])):
             yield row(as_of, diff, tuple(values))
     if plan.progress:
         yield (as_of + 1, True, None, *([None] * width))
     listen = shard.listen(as_of)
+    pending: list[tuple[Any, ...]] = []
     try:
         async for event in listen:
             if isinstance(event, Updates):
                 for values, ts, diff in event.updates:
                     if plan.up_to is not None and ts >= plan.up_to:
                         continue
-                    yield row(ts, diff, tuple(values))
+                    pending.append(row(ts, diff, tuple(values)))
             elif isinstance(event, Progress):
+                # The listen yields a batch's updates and then its progress at once: held
+                # back until then, they wait only for the errors below the same upper.
+                if plan.errors is not None:
+                    await plan.errors.check(event.upper)
+                for r in pending:
+                    yield r
+                pending = []
                 if plan.progress:
                     yield (event.upper, True, None, *([None] * width))
                 if plan.up_to is not None and event.upper >= plan.up_to:

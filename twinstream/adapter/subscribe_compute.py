@@ -8,6 +8,10 @@ then every change; rows are `(mz_timestamp, [mz_progressed,] mz_diff, columns...
 table's, with a progress row at each batch's upper. The replica may forget history as the
 subscriber consumes it (`allow_compaction`), so memory stays the size of the result. The
 dataflow is dropped when the subscription ends (cursor closed, COPY cancelled, UP TO reached).
+
+Evaluation errors end the subscription before the batch that has them is sent: the
+dataflow's own (a batch's `errors`, accumulated: `1/x` over a row with `x = 0`) and those of
+the materialized views it reads (`mviews.SubscriptionErrors`, as for a view's shard).
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from sqlglot import exp
 
 from twinstream.adapter import errors as E
 from twinstream.adapter.errors import AdapterError
-from twinstream.adapter.mviews import lower_for_create, mirror_type
+from twinstream.adapter.mviews import SubscriptionErrors, lower_for_create, mirror_type
 from twinstream.adapter.subscribe import BOOL, INT8, parse_options
 from twinstream.adapter.types import oid_of
 from twinstream.controller.protocol import DataflowDesc
+from twinstream.persist.types import Diff, Row, Update
 from twinstream.pgwire.backend import Column
 from twinstream.sql import ast
 
@@ -45,6 +50,8 @@ class ComputeSubscribePlan:
     types: tuple[str, ...]
     progress: bool
     up_to: int | None
+    #: The errors of the materialized views it reads.
+    errors: SubscriptionErrors
 
     def columns(self) -> list[Column]:
         cols = [Column("mz_timestamp", INT8)]
@@ -80,9 +87,33 @@ def plan_compute_subscribe(
         as_of=stmt.as_of,
     )
     types = tuple(mirror_type(t) for t in lowered.types)
+    mviews = s.coord.mviews
+    reads = [s.coord.index.items_by_id[i] for i in lowered.inputs]
+    errors = SubscriptionErrors(mviews, mviews.computed_from(s.coord.index, reads))
     return ComputeSubscribePlan(
-        s.coord, cluster_id, desc, lowered.columns, types, progress, stmt.up_to
+        s.coord, cluster_id, desc, lowered.columns, types, progress, stmt.up_to, errors
     )
+
+
+def _own_error(counts: dict[Row, Diff], errors: list[Update]) -> tuple[str, str] | None:
+    """Apply a batch's error updates to `counts` time by time; the first (smallest) error
+    present at any of its times, if any."""
+    found: tuple[str, str] | None = None
+    by_time: dict[int, list[tuple[Row, Diff]]] = {}
+    for err, ts, diff in errors:
+        by_time.setdefault(ts, []).append((tuple(err), diff))
+    for ts in sorted(by_time):
+        for err, diff in by_time[ts]:
+            n = counts.get(err, 0) + diff
+            if n:
+                counts[err] = n
+            else:
+                counts.pop(err, None)
+        present = [e for e, n in counts.items() if n > 0]
+        if found is None and present:
+            first = min(present)
+            found = (str(first[0]), str(first[1]))
+    return found
 
 
 async def _rows(plan: ComputeSubscribePlan) -> AsyncIterator[tuple[Any, ...]]:
@@ -93,7 +124,12 @@ async def _rows(plan: ComputeSubscribePlan) -> AsyncIterator[tuple[Any, ...]]:
         replicas = compute.cluster_replicas(plan.cluster_id)
         if not replicas:
             raise AdapterError(E.INVALID_PARAMETER_VALUE, "the session's cluster has no replica")
+        own: dict[Row, Diff] = {}
         async for batch in replicas[0][1].subscribe(plan.desc.id):
+            failed = _own_error(own, batch.errors)
+            if failed is not None:
+                raise AdapterError(*failed)
+            await plan.errors.check(batch.upper)
             updates = sorted(batch.updates, key=lambda u: (u[1], repr(u[0])))
             for row, ts, diff in updates:
                 if plan.up_to is not None and ts >= plan.up_to:

@@ -31,6 +31,11 @@ class ViewErrors:
     def __init__(self, view_name: str) -> None:
         self.view_name = view_name
         self.counts: dict[Row, Diff] = {}
+        #: Bumped by every change after which an error is present, with that error in
+        #: `last_error`: a running SUBSCRIBE compares it with its start value, so an error
+        #: retracted again before it looked still ends the subscription.
+        self.episodes = 0
+        self.last_error: tuple[str, str] | None = None
 
     def replace_contents(self, table: str, ncols: int, rows: Sequence[tuple[Row, Diff]]) -> None:
         self.counts = {}
@@ -43,6 +48,10 @@ class ViewErrors:
                 self.counts[row] = n
             else:
                 self.counts.pop(row, None)
+        found = self.first() if updates else None
+        if found is not None:
+            self.episodes += 1
+            self.last_error = found
 
     def first(self) -> tuple[str, str] | None:
         """One present error (the smallest, so every reader reports the same one)."""
@@ -52,9 +61,12 @@ class ViewErrors:
         sqlstate, message = present[0][0], present[0][1]
         return str(sqlstate), str(message)
 
-    def check(self) -> None:
-        """Raise the view's error, if it has one (the caller waited for the read time)."""
+    def check(self, since_episode: int | None = None) -> None:
+        """Raise the view's error, if it has one (the caller waited for the read time); with
+        `since_episode`, also the last error seen after that value of `episodes`."""
         found = self.first()
+        if found is None and since_episode is not None and self.episodes != since_episode:
+            found = self.last_error
         if found is not None:
             sqlstate, message = found
             raise AdapterError(

@@ -8,6 +8,10 @@ and implements the controller's `Replica` protocol:
 - A collection with an `index_key` is also applied to an `Arrangement` kept here, from which
   `peek` answers at an exact time and `subscribe` replays. A read hold at the collection's
   `since` (moved by `allow_compaction`) keeps the deltas needed to read older times.
+- The collection's evaluation errors (`OutputBatch.errors`) are kept beside the arrangement
+  (a small log, times at or below the since folded together), so a subscriber that joins
+  after hydration replays them with the rows: errors are rare, but a SUBSCRIBE must not lose
+  one (`adapter/subscribe_compute.py` ends the subscription with it).
 - A failed runner (e.g. its lease lapsed while the process was stalled) is recorded in
   `status().failures` and rebuilt after `RESTART_BACKOFF_S`; the new runner resumes from the
   output shard's upper without duplicating (the sink corrects against what is there).
@@ -29,7 +33,7 @@ from twinstream.controller.protocol import (
     ReplicaStatus,
 )
 from twinstream.persist import PersistClient
-from twinstream.persist.types import Diff, Row, Update
+from twinstream.persist.types import Diff, Row, Update, consolidate
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class _Collection:
     arrangement: Arrangement | None = None
     hold: ReadHold | None = None
     subscribers: set[asyncio.Queue[OutputBatch | None]] = field(default_factory=set)
+    #: The error updates of the arranged collection, consolidated (see the module docs).
+    errors: list[Update] = field(default_factory=list)
     progress: asyncio.Event = field(default_factory=asyncio.Event)
     supervisor: asyncio.Task[None] | None = None
     failure: str | None = None
@@ -66,6 +72,10 @@ class _Collection:
                 if t >= arr.upper:
                     arr.apply(t, by_time[t])
             arr.advance_upper(max(arr.upper, batch.upper))
+            if batch.errors:
+                since = arr.since
+                folded = [(tuple(e), max(t, since), d) for e, t, d in [*self.errors, *batch.errors]]
+                self.errors = consolidate(folded)
         for q in self.subscribers:
             q.put_nowait(batch)
         event, self.progress = self.progress, asyncio.Event()
@@ -155,10 +165,12 @@ class LocalReplica:
                 # logged deltas; later batches arrive through the queue.
                 t = max(arr.since, coll.hold.position)
                 rows = arr.snapshot(t)
-                yield OutputBatch(t, t + 1, [(r, t, d) for r, d in rows])
+                errors = consolidate([(e, t, d) for e, et, d in coll.errors if et <= t])
+                yield OutputBatch(t, t + 1, [(r, t, d) for r, d in rows], errors)
                 if arr.upper > t + 1:
                     deltas = [u for _, b in arr.deltas(t + 1, arr.upper) for u in b]
-                    yield OutputBatch(t + 1, arr.upper, deltas)
+                    later = [u for u in coll.errors if t < u[1] < arr.upper]
+                    yield OutputBatch(t + 1, arr.upper, deltas, later)
             seen = arr.upper
             while True:
                 batch = await queue.get()

@@ -164,3 +164,30 @@ async def test_peek_and_subscribe_an_index(store: Store) -> None:
         )
     finally:
         await replica.close()
+
+
+async def test_a_late_subscriber_replays_the_errors(store: Store) -> None:
+    """A subscription taken after hydration is caught up from the arrangement: the errors
+    come with it (a SUBSCRIBE ends with them), at the same times as the rows would."""
+    tables = await start_tables(store)
+    client = await store.client()
+    replica = LocalReplica(client, "r1")
+    sql = "SELECT id, 1 / (id - id) AS q FROM orders"  # every order fails
+    desc = DataflowDesc("t1", plan_of(sql), inputs_of(sql), None, index_key=())
+    try:
+        await replica.create_dataflow(desc)
+        await tables.run(5, 10)
+        async with asyncio.timeout(30):
+            while (await replica.frontiers())["t1"].write_frontier < tables.upper:
+                await asyncio.sleep(0.01)
+        errors: Counter[Row] = Counter()
+        async with asyncio.timeout(30):
+            async for batch in replica.subscribe("t1"):
+                assert batch.updates == [], "no row evaluates"
+                for e, _t, d in batch.errors:
+                    errors[tuple(e)] += d
+                if batch.upper >= tables.upper:
+                    break
+        assert +errors == Counter({("22012", "division by zero"): len(tables.live_orders)})
+    finally:
+        await replica.close()
