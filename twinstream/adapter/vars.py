@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from twinstream.adapter.errors import INVALID_PARAMETER_VALUE, UNDEFINED_PARAMETER, AdapterError
 from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temp_schema
+from twinstream.adapter.timeouts import MS_SETTINGS, format_ms, parse_ms
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class SessionVars:
         self._values: dict[str, str] = {}
         #: The session's temporary schema (engine name), searched first; see search_path.
         self.temp_schema: str | None = None
+        #: Values from before a `SET LOCAL` (None: was the default), restored when the
+        #: transaction ends.
+        self._before_local: dict[str, str | None] = {}
 
     def get(self, name: str) -> str:
         key = canonical(name)
@@ -102,6 +106,8 @@ class SessionVars:
                         f'invalid value for parameter "transaction_isolation": "{value}"',
                     )
                 value = iso
+            elif key in MS_SETTINGS:
+                value = format_ms(parse_ms(key, value))
             elif vd.choices is not None and value.lower() not in vd.choices:
                 raise AdapterError(
                     INVALID_PARAMETER_VALUE, f'invalid value for parameter "{name}": "{value}"'
@@ -110,6 +116,28 @@ class SessionVars:
         if vd.reported:
             return REPORTED_NAMES.get(key, key), self.get(key)
         return None
+
+    def set_local(self, name: str, value: str | None) -> tuple[str, str] | None:
+        """`SET LOCAL`: like `set`, undone by `end_transaction`."""
+        key = canonical(name)
+        before = self._values.get(key)
+        out = self.set(name, value)  # validates first: a refused value changes nothing
+        self._before_local.setdefault(key, before)
+        return out
+
+    def forget_local(self, name: str) -> None:
+        """A plain SET in the transaction: its value outlives the transaction."""
+        self._before_local.pop(canonical(name), None)
+
+    def end_transaction(self) -> list[tuple[str, str | None]]:
+        """The (name, value) pairs to restore after `SET LOCAL`s (None: the default)."""
+        out = list(self._before_local.items())
+        self._before_local.clear()
+        return out
+
+    def statement_timeout_ms(self) -> int:
+        """0: no timeout."""
+        return parse_ms("statement_timeout", self.get("statement_timeout"))
 
     def search_path(self) -> list[str]:
         """The schemas names resolve in: the session's temporary schema first (as in
@@ -128,3 +156,4 @@ class SessionVars:
 
     def reset_all(self) -> None:
         self._values.clear()
+        self._before_local.clear()
