@@ -95,10 +95,32 @@ def test_bad_values_are_22023(
 def test_startup_options(envd: EnvironmentdProcess) -> None:
     with _connect(envd, options="-c statement_timeout=2s") as conn:
         assert _show(conn) == "2s"
+        conn.execute("SET statement_timeout = 100")
+        conn.execute("RESET statement_timeout")  # back to the session's start value
+        assert _show(conn) == "2s"
     with _connect(envd, options="--statement-timeout=250") as conn:
         assert _show(conn) == "250ms"
     with pytest.raises(psycopg.OperationalError, match="invalid value for parameter"):
         _connect(envd, options="-c statement_timeout=soon")
+
+
+def test_alter_system_sets_the_default_of_new_sessions(envd: EnvironmentdProcess) -> None:
+    with _connect(envd) as admin:
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            admin.execute("ALTER SYSTEM SET statement_timeout = 'later'")
+        admin.execute("ALTER SYSTEM SET statement_timeout = 90000")
+        try:
+            with _connect(envd) as conn:
+                assert _show(conn) == "90s"
+                conn.execute("SET statement_timeout = 0")
+                conn.execute("RESET statement_timeout")
+                assert _show(conn) == "90s"
+            with _connect(envd, options="-c statement_timeout=1s") as conn:
+                assert _show(conn) == "1s"  # the client's setting wins
+        finally:
+            admin.execute("ALTER SYSTEM RESET statement_timeout")
+        with _connect(envd) as conn:
+            assert _show(conn) == "0"
 
 
 def test_set_local_lasts_one_transaction(envd: EnvironmentdProcess) -> None:

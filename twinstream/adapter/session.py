@@ -43,6 +43,7 @@ from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe
 from twinstream.adapter.subscribe_compute import ComputeSubscribePlan, plan_compute_subscribe
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
 from twinstream.adapter.temporary import is_temporary_id, temp_schema
+from twinstream.adapter.timeouts import MS_SETTINGS
 from twinstream.adapter.types import oid_of, oid_of_name
 from twinstream.adapter.vars import VARS, SessionVars, canonical
 from twinstream.aio import DeadlineExceeded, run_with_deadline
@@ -305,9 +306,18 @@ class AdapterSession(Session):
                     out = self._set_var(key, params[key])
                     if out:
                         reported[out[0]] = out[1]
+        system = self.coord.catalog.state
+        for key in MS_SETTINGS:  # `ALTER SYSTEM SET statement_timeout = ...`: new sessions
+            value = system.get("system_parameter", key)
+            if value is not None:
+                with contextlib.suppress(AdapterError):
+                    self.vars.set_default(key, str(value))
         for key, value in _startup_settings(params):
             try:
-                out = self._set_var(key, value)
+                if canonical(key) == "timezone":  # the engine cursor follows it
+                    out = self._set_var(key, value)
+                else:  # what RESET returns to, as in PostgreSQL
+                    out = self.vars.set_default(key, value)
             except AdapterError as e:  # PostgreSQL refuses the connection
                 raise PgError(e.sqlstate, e.message, hint=e.hint, severity="FATAL") from None
             if out:
