@@ -64,10 +64,14 @@ def past_cancel_point() -> Iterator[None]:
     handing over work whose outcome must not be cut off (a commit), so that a timeout either
     fires before the hand-over or never. (A deadline fires only while its task is suspended,
     and is delivered at that same await, so it cannot strike between the check and the
-    hand-over.)"""
+    hand-over; and a deadline that passed while the task never yielded is honoured here.)"""
     scope = _DEADLINE.get()
     if scope is not None:
-        if scope.expired():  # somebody swallowed the cancellation: still before the hand-over
+        when = scope.when()
+        # expired: somebody swallowed the cancellation; past `when` but not expired: work
+        # that never yielded (a long engine call) kept the timer from firing. Either way
+        # we are still before the hand-over.
+        if scope.expired() or (when is not None and asyncio.get_running_loop().time() >= when):
             raise DeadlineExceeded("deadline passed before the commit point")
         scope.reschedule(None)
     yield

@@ -5,6 +5,7 @@ block is aborted), and writes/DDL that either land and succeed or fail without l
 from __future__ import annotations
 
 import asyncio
+import time
 
 import psycopg
 import pytest
@@ -306,6 +307,20 @@ async def test_run_with_deadline_cancels_and_the_cancel_point_protects() -> None
     # outside a deadline the cancel point is a no-op
     with past_cancel_point():
         await asyncio.sleep(0)
+
+
+async def test_a_deadline_passed_without_yielding_stops_before_the_commit_point() -> None:
+    committed = False
+
+    async def blocking_then_commit() -> None:
+        nonlocal committed
+        time.sleep(0.05)  # engine work that never yields: the timer cannot fire
+        with past_cancel_point():
+            committed = True
+
+    with pytest.raises(DeadlineExceeded):
+        await run_with_deadline(blocking_then_commit(), 0.01)
+    assert not committed
 
 
 async def test_an_outside_cancel_stays_a_cancel() -> None:
