@@ -538,8 +538,9 @@ class AdapterSession(Session):
                     "current transaction is aborted, commands ignored until end of "
                     "transaction block",
                 )
+            timeout_s = self._timeout_s(stmt)
             run = self._execute(stmt, sql, _engine_params(params, param_oids))
-            return await run_with_deadline(run, self._timeout_s(stmt))
+            return await run_with_deadline(run, timeout_s)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 raise

@@ -160,7 +160,8 @@ class SessionVars:
 
     def statement_timeout_ms(self) -> int:
         """0: no timeout."""
-        return parse_ms("statement_timeout", self.get("statement_timeout"))
+        text = self.get("statement_timeout")
+        return 0 if text == "0" else parse_ms("statement_timeout", text)
 
     def search_path(self) -> list[str]:
         """The schemas names resolve in: the session's temporary schema first (as in
