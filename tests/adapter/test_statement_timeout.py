@@ -198,6 +198,24 @@ def test_timeout_in_a_transaction_block_aborts_it(envd: EnvironmentdProcess) -> 
         conn.execute("ROLLBACK")
         assert _show(conn) == "0"
         assert conn.execute("SELECT 1").fetchone() == (1,)
+        # a read transaction (the engine holds a snapshot) cut off in an engine query
+        conn.execute("CREATE TABLE txn_read (a int)")
+        conn.execute("INSERT INTO txn_read VALUES (1)")
+        conn.execute("BEGIN")
+        assert conn.execute("SELECT count(*) FROM txn_read").fetchone() == (1,)
+        conn.execute("SET LOCAL statement_timeout = 200")
+        with pytest.raises(psycopg.errors.QueryCanceled) as exc:
+            conn.execute(
+                "SELECT sum(a.x * b.x) FROM txn_read, generate_series(1, 100000) AS a(x), "
+                "generate_series(1, 100000) AS b(x)"
+            )
+        _assert_timed_out(exc)
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT count(*) FROM txn_read")
+        conn.execute("ROLLBACK")
+        conn.execute("INSERT INTO txn_read VALUES (2)")
+        with conn.transaction():
+            assert conn.execute("SELECT count(*) FROM txn_read").fetchone() == (2,)
 
 
 def test_fetch_from_subscribe(envd: EnvironmentdProcess) -> None:
