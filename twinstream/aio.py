@@ -50,9 +50,11 @@ async def run_with_deadline(aw: Awaitable[_T], timeout_s: float | None) -> _T:
         async with asyncio.timeout(timeout_s) as scope:
             _DEADLINE.set(scope)
             return await aw
-    except TimeoutError:
+    except Exception as e:
+        # also what code that turned the cancellation into its own error raised: the
+        # deadline is the news (it can only have expired before any commit point)
         if scope.expired():
-            raise DeadlineExceeded(f"deadline of {timeout_s}s passed") from None
+            raise DeadlineExceeded(f"deadline of {timeout_s}s passed") from e
         raise
     finally:
         _DEADLINE.reset(token)

@@ -341,6 +341,24 @@ async def test_a_deadline_passed_without_yielding_stops_before_the_commit_point(
     assert not committed
 
 
+async def test_an_error_made_of_the_cancellation_reports_the_deadline() -> None:
+    async def converts() -> None:
+        try:
+            await asyncio.sleep(FOREVER_S)
+        except asyncio.CancelledError:
+            raise RuntimeError("stopped") from None
+
+    with pytest.raises(DeadlineExceeded):
+        await run_with_deadline(converts(), 0.01)
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("its own")
+
+    with pytest.raises(RuntimeError):  # an error of its own stays that error
+        await run_with_deadline(fails(), FOREVER_S)
+
+
 async def test_an_outside_cancel_stays_a_cancel() -> None:
     started = asyncio.Event()
 
