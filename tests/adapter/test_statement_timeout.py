@@ -137,6 +137,23 @@ def test_set_local_lasts_one_transaction(envd: EnvironmentdProcess) -> None:
         conn.execute("SET LOCAL statement_timeout = 100")
         conn.execute("ROLLBACK")
         assert _show(conn) == "5s"
+        with conn.transaction():  # SET after SET LOCAL in one block: the SET is kept
+            conn.execute("SET LOCAL statement_timeout = 100")
+            conn.execute("SET statement_timeout = '7s'")
+        assert _show(conn) == "7s"
+        conn.execute("BEGIN")  # a refused SET LOCAL changes nothing
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute("SET LOCAL statement_timeout = 'x'")
+        conn.execute("ROLLBACK")
+        assert _show(conn) == "7s"
+        with conn.transaction():
+            conn.execute("SET LOCAL TimeZone = 'America/New_York'")
+            assert conn.info.parameter_status("TimeZone") == "America/New_York"
+            row = conn.execute("SELECT '2024-07-01 12:00:00+00'::timestamptz::text").fetchone()
+            assert row == ("2024-07-01 08:00:00-04",)
+        assert conn.info.parameter_status("TimeZone") == "UTC"
+        row = conn.execute("SELECT '2024-07-01 12:00:00+00'::timestamptz::text").fetchone()
+        assert row == ("2024-07-01 12:00:00+00",)
 
 
 # -- cancelling --------------------------------------------------------------------------------

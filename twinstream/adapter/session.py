@@ -592,11 +592,9 @@ class AdapterSession(Session):
                 )
                 return QueryResult(command_tag="SET")
             if stmt.local:
-                reported = self.vars.set_local(stmt.name, value)
-                if canonical(stmt.name) == "timezone":  # the engine cursor follows it
-                    reported = self._set_var(stmt.name, value)
-            else:
-                reported = self._set_var(stmt.name, value)
+                self.vars.remember_local(stmt.name)
+            reported = self._set_var(stmt.name, value)
+            if not stmt.local:
                 self.vars.forget_local(stmt.name)
             if reported is not None:
                 self.ctx.parameter_status(*reported)

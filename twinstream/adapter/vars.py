@@ -140,13 +140,15 @@ class SessionVars:
             return REPORTED_NAMES.get(key, key), self.get(key)
         return None
 
-    def set_local(self, name: str, value: str | None) -> tuple[str, str] | None:
-        """`SET LOCAL`: like `set`, undone by `end_transaction`."""
+    def remember_local(self, name: str) -> None:
+        """Before a `SET LOCAL`: `end_transaction` restores the value it has now (the first
+        one, if the transaction sets it several times)."""
         key = canonical(name)
-        before = self._values.get(key)
-        out = self.set(name, value)  # validates first: a refused value changes nothing
-        self._before_local.setdefault(key, before)
-        return out
+        if key not in VARS:
+            raise AdapterError(
+                UNDEFINED_PARAMETER, f'unrecognized configuration parameter "{name}"'
+            )
+        self._before_local.setdefault(key, self._values.get(key))
 
     def forget_local(self, name: str) -> None:
         """A plain SET in the transaction: its value outlives the transaction."""
