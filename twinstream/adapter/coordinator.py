@@ -28,6 +28,7 @@ from twinstream.adapter.names import CatalogIndex, ItemRef
 from twinstream.adapter.oracle import TimestampOracle
 from twinstream.adapter.system_tables import SystemTables
 from twinstream.adapter.temporary import TEMP_ID_PREFIX, is_temporary_id, temp_schema
+from twinstream.aio import past_cancel_point
 from twinstream.catalog import DurableCatalog, FenceError, Transaction
 from twinstream.catalog.state import CatalogState
 from twinstream.clock import Clock
@@ -618,11 +619,15 @@ class Coordinator:
 
     @contextlib.asynccontextmanager
     async def ddl(self) -> Any:
+        """The DDL lock. Holding it is the DDL's commit point: a statement_timeout can cancel
+        the wait for it, never what runs under it (a half-done change of the catalog, the
+        engine and compute, or a commit the client would believe failed)."""
         async with self._ddl_lock:
-            yield
+            with past_cancel_point():
+                yield
 
     async def create_database(self, name: str, *, if_not_exists: bool, owner: str) -> bool:
-        async with self._ddl_lock:
+        async with self.ddl():
             if name in self.index.databases:
                 if if_not_exists:
                     return False
@@ -643,7 +648,7 @@ class Coordinator:
     async def create_schema(
         self, database: str, name: str, *, if_not_exists: bool, owner: str
     ) -> bool:
-        async with self._ddl_lock:
+        async with self.ddl():
             db_id = self.index.require_database(database)
             if (database, name) in self.index.schemas:
                 if if_not_exists:
@@ -670,7 +675,7 @@ class Coordinator:
         or_replace: bool = False,
     ) -> ItemRef | None:
         """Create a table, view, materialized view, index, ... (value holds its definition)."""
-        async with self._ddl_lock:
+        async with self.ddl():
             s_id = self.index.require_schema(database, schema)
             existing = self.index.items.get((database, schema, name))
             replaced: ItemRef | None = None
@@ -728,7 +733,7 @@ class Coordinator:
         """Create a temporary table or view of session `conn_id`: in memory and in the
         engine only (no catalog transaction, no shard), so it works read-only too."""
         assert value["type"] in ("table", "view"), value["type"]
-        async with self._ddl_lock:
+        async with self.ddl():
             self.index.require_database(database)
             schema = temp_schema(conn_id)
             existing = self.index.items.get((database, schema, name))
@@ -771,7 +776,7 @@ class Coordinator:
         """Create several items in one catalog transaction (a source and its subsources).
         `make(ids)` returns their values given their allocated ids (so they can name each
         other); None if the first name exists and `if_not_exists`."""
-        async with self._ddl_lock:
+        async with self.ddl():
             s_id = self.index.require_schema(database, schema)
             for i, name in enumerate(names):
                 if (database, schema, name) in self.index.items:
@@ -822,7 +827,7 @@ class Coordinator:
             self.engine.drop_relation("VIEW", ref.database, ref.schema, ref.name)
 
     async def drop_items(self, refs: list[ItemRef], *, cascade: bool) -> None:
-        async with self._ddl_lock:
+        async with self.ddl():
             to_drop: dict[str, ItemRef] = {}
 
             def visit(ref: ItemRef) -> None:
@@ -891,7 +896,7 @@ class Coordinator:
             )
         if items:
             await self.drop_items(items, cascade=True)
-        async with self._ddl_lock:
+        async with self.ddl():
 
             def build(txn: Transaction) -> None:
                 txn.delete("schema", s_id)
@@ -905,7 +910,7 @@ class Coordinator:
         schemas = [s for (db, s) in self.index.schemas if db == name]
         for s in schemas:
             await self.drop_schema(name, s, cascade=True)
-        async with self._ddl_lock:
+        async with self.ddl():
 
             def build(txn: Transaction) -> None:
                 txn.delete("database", db_id)
@@ -917,7 +922,7 @@ class Coordinator:
     async def create_cluster(
         self, name: str, *, size: str, replicas: list[tuple[str, str]], owner: str
     ) -> None:
-        async with self._ddl_lock:
+        async with self.ddl():
             if name in self.index.clusters:
                 raise AdapterError(E.DUPLICATE_OBJECT, f'cluster "{name}" already exists')
 
@@ -946,7 +951,7 @@ class Coordinator:
             await self._commit(build)
 
     async def create_cluster_replica(self, cluster: str, name: str, size: str) -> None:
-        async with self._ddl_lock:
+        async with self.ddl():
             c_id = self.index.clusters.get(cluster)
             if c_id is None:
                 raise AdapterError(E.UNDEFINED_OBJECT, f'unknown cluster "{cluster}"')
@@ -967,7 +972,7 @@ class Coordinator:
             await self._commit(build)
 
     async def drop_cluster(self, name: str, *, if_exists: bool, cascade: bool) -> None:
-        async with self._ddl_lock:
+        async with self.ddl():
             c_id = self.index.clusters.get(name)
             if c_id is None:
                 if if_exists:
@@ -997,7 +1002,7 @@ class Coordinator:
                     await self._uninstall(ref)
 
     async def drop_cluster_replica(self, cluster: str, name: str, *, if_exists: bool) -> None:
-        async with self._ddl_lock:
+        async with self.ddl():
             r_id = self.index.replicas.get((cluster, name))
             if r_id is None:
                 if if_exists:
@@ -1015,7 +1020,7 @@ class Coordinator:
             await self._commit(build)
 
     async def set_system_parameter(self, name: str, value: str | None) -> None:
-        async with self._ddl_lock:
+        async with self.ddl():
 
             def build(txn: Transaction) -> None:
                 if value is None:
@@ -1039,7 +1044,13 @@ class Coordinator:
         """Durably apply (row, diff) changes to tables (keyed by item id); returns the ts.
 
         Temporary tables have no shard: their changes go to the engine once the durable
-        part (if any) committed, and need no writable generation."""
+        part (if any) committed, and need no writable generation. A statement_timeout
+        never cuts a write off from here (`past_cancel_point`): it is committed or refused,
+        and the client told which."""
+        with past_cancel_point():
+            return await self._write(writes)
+
+    async def _write(self, writes: dict[str, list[tuple[Row, Diff]]]) -> int:
         temp = {i: rows for i, rows in writes.items() if is_temporary_id(i)}
         if temp:
             for item_id in temp:

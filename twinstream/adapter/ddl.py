@@ -12,6 +12,7 @@ from twinstream.adapter.indexes import check_indexable, key_columns
 from twinstream.adapter.mviews import lower_for_create, mirror_type
 from twinstream.adapter.names import ItemRef
 from twinstream.adapter.temporary import TEMP_SCHEMA_ALIASES, is_temporary_id
+from twinstream.adapter.timeouts import MS_SETTINGS, format_ms, parse_ms
 from twinstream.adapter.types import lookup
 from twinstream.deployment.params import ParamError
 from twinstream.deployment.params import validate as validate_param
@@ -161,6 +162,8 @@ async def execute_ddl(s: AdapterSession, stmt: ast.Statement, sql: str) -> str:
                 validate_param(stmt.name.lower(), value)
             except ParamError as e:
                 raise AdapterError(E.INVALID_PARAMETER_VALUE, str(e)) from None
+            if stmt.name.lower() in MS_SETTINGS:  # a session default: 22023 as SET gives
+                value = format_ms(parse_ms(stmt.name.lower(), value))
         await coord.set_system_parameter(stmt.name.lower(), value)
         return "ALTER SYSTEM"
     if isinstance(stmt, ast.AlterSystemReset):

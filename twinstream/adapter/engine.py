@@ -55,6 +55,9 @@ DUCKDB_TO_PG_OID = {
 }
 
 
+#: How often a cancelled query is interrupted again until its thread lets go of the cursor
+#: (the first interrupt may come before the thread started the query).
+INTERRUPT_RETRY_S = 0.05
 #: Rows per INSERT statement when flushing the mirror (DuckDB's parameter count stays bounded).
 _INSERT_CHUNK_ROWS = 500
 #: Retractions applied one DELETE each; more go through one set-based DELETE.
@@ -338,9 +341,20 @@ class QueryEngine:
     async def query(
         self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()
     ) -> ResultSet:
-        """Run on a session's cursor in a worker thread (DuckDB releases the GIL)."""
+        """Run on a session's cursor in a worker thread (DuckDB releases the GIL). Cancelled
+        (statement_timeout, shutdown), it interrupts the query and waits for the thread to
+        let go of the cursor, so the session's next statement finds it free."""
         self.flush()
-        return await asyncio.to_thread(self._run, cur, sql, params)
+        work = asyncio.ensure_future(asyncio.to_thread(self._run, cur, sql, params))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            while not work.done():  # the thread may not have started the query yet
+                cur.interrupt()
+                await asyncio.wait({work}, timeout=INTERRUPT_RETRY_S)
+            if not work.cancelled():
+                work.exception()  # retrieved: an InterruptException is the expected outcome
+            raise
 
     def query_sync(
         self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()

@@ -44,8 +44,10 @@ from twinstream.adapter.subscribe import SubscribePlan, plan_subscribe
 from twinstream.adapter.subscribe_compute import ComputeSubscribePlan, plan_compute_subscribe
 from twinstream.adapter.system_tables import NAMES as SYSTEM_RELATIONS
 from twinstream.adapter.temporary import is_temporary_id, temp_schema
+from twinstream.adapter.timeouts import MS_SETTINGS
 from twinstream.adapter.types import oid_of, oid_of_name
-from twinstream.adapter.vars import SessionVars, canonical
+from twinstream.adapter.vars import VARS, SessionVars, canonical
+from twinstream.aio import DeadlineExceeded, run_with_deadline
 from twinstream.catalog import FenceError
 from twinstream.persist.types import Row
 from twinstream.pgwire.backend import (
@@ -128,6 +130,38 @@ class SubscribeCursor:
             await self._rows.aclose()  # type: ignore[attr-defined]
 
 
+#: Startup parameters `startup` handles itself (leniently, as it always has).
+_STARTUP_OWN = frozenset(
+    ("database", "application_name", "client_encoding", "datestyle", "timezone")
+)
+
+
+def _startup_settings(params: Any) -> list[tuple[str, str]]:
+    """Settings from the startup packet: parameters named after a setting
+    (`statement_timeout=...`, asyncpg's server_settings) and `options` (`-c name=value` /
+    `--name=value`, as libpq's PGOPTIONS). `startup` applies the usual four itself."""
+    out: list[tuple[str, str]] = []
+    for key, value in params.items():
+        name = canonical(str(key))
+        if name in VARS and name not in _STARTUP_OWN and value:
+            out.append((name, str(value)))
+    words = re.findall(r"(?:\\.|\S)+", str(params.get("options") or ""))
+    words = [re.sub(r"\\(.)", r"\1", w) for w in words]
+    i = 0
+    while i < len(words):
+        word = words[i]
+        setting = None
+        if word == "-c" and i + 1 < len(words):
+            setting, i = words[i + 1], i + 1
+        elif word.startswith(("-c", "--")):
+            setting = word[2:]
+        if setting is not None and "=" in setting:
+            name, value = setting.split("=", 1)
+            out.append((name.replace("-", "_"), value))
+        i += 1
+    return out
+
+
 def parse_interval_s(text: str) -> float:
     from twinstream.deployment.params import ParamError, parse_duration_ms
 
@@ -159,6 +193,8 @@ def to_pg_error(e: BaseException) -> PgError:
         )
     if isinstance(e, CommitterShutDown):  # not applied: the client may send it elsewhere
         return PgError("57P01", ADMIN_SHUTDOWN_MESSAGE, severity="FATAL")
+    if isinstance(e, DeadlineExceeded):  # cancelled before any commit point: nothing landed
+        return PgError(E.QUERY_CANCELED, "canceling statement due to statement timeout")
     if isinstance(e, CommitOutcomeUnknown):  # may have landed: never to be re-sent blindly
         return PgError("40003", f"statement completion unknown: {e}")
     log.exception("internal error")
@@ -282,6 +318,22 @@ class AdapterSession(Session):
                     out = self._set_var(key, params[key])
                     if out:
                         reported[out[0]] = out[1]
+        system = self.coord.catalog.state
+        for key in MS_SETTINGS:  # `ALTER SYSTEM SET statement_timeout = ...`: new sessions
+            value = system.get("system_parameter", key)
+            if value is not None:
+                with contextlib.suppress(AdapterError):
+                    self.vars.set_default(key, str(value))
+        for key, value in _startup_settings(params):
+            try:
+                if canonical(key) == "timezone":  # the engine cursor follows it
+                    out = self._set_var(key, value)
+                else:  # what RESET returns to, as in PostgreSQL
+                    out = self.vars.set_default(key, value)
+            except AdapterError as e:  # PostgreSQL refuses the connection
+                raise PgError(e.sqlstate, e.message, hint=e.hint, severity="FATAL") from None
+            if out:
+                reported[out[0]] = out[1]
         self.coord.register_session(
             SessionInfo(
                 self.conn_id,
@@ -448,6 +500,11 @@ class AdapterSession(Session):
             if lock.locked():
                 lock.release()
         self.txn = Txn()
+        for name, value in self.vars.end_transaction():  # SET LOCAL ends with its transaction
+            with contextlib.suppress(AdapterError):
+                reported = self._set_var(name, value)
+                if reported is not None:
+                    self.ctx.parameter_status(*reported)
 
     # -- describe ------------------------------------------------------------------------------
 
@@ -525,13 +582,27 @@ class AdapterSession(Session):
                     "current transaction is aborted, commands ignored until end of "
                     "transaction block",
                 )
-            return await self._execute(stmt, sql, _engine_params(params, param_oids))
+            timeout_s = self._timeout_s(stmt)
+            run = self._execute(stmt, sql, _engine_params(params, param_oids))
+            return await run_with_deadline(run, timeout_s)
         except BaseException as e:
             if isinstance(e, asyncio.CancelledError):
                 raise
             if self.txn.explicit:
                 self.txn.failed = True
+            else:  # an autocommit statement that failed holds nothing afterwards
+                self._end_txn()
             raise to_pg_error(e) from e
+
+    def _timeout_s(self, stmt: ast.Statement) -> float | None:
+        """The bound `statement_timeout` puts on this statement (None: none). A FETCH with
+        its own TIMEOUT option waits for that long instead (it returns what arrived)."""
+        ms = self.vars.statement_timeout_ms()
+        if ms == 0:
+            return None
+        if isinstance(stmt, ast.Fetch) and any(o.name == "timeout" for o in stmt.options):
+            return None
+        return ms / 1000
 
     async def _execute(self, stmt: ast.Statement, sql: str, params: list[object]) -> ExecuteResult:
         if isinstance(stmt, ast.Select):
@@ -557,7 +628,18 @@ class AdapterSession(Session):
                 and value not in self.coord.index.databases
             ):
                 self.ctx.notice(f'database "{value}" does not exist', severity="NOTICE")
+            if stmt.local and not self.txn.explicit:
+                self.ctx.notice(
+                    "SET LOCAL can only be used in transaction blocks",
+                    severity="WARNING",
+                    sqlstate=E.NO_ACTIVE_SQL_TRANSACTION,
+                )
+                return QueryResult(command_tag="SET")
+            if stmt.local:
+                self.vars.remember_local(stmt.name)
             reported = self._set_var(stmt.name, value)
+            if not stmt.local:
+                self.vars.forget_local(stmt.name)
             if reported is not None:
                 self.ctx.parameter_status(*reported)
             return QueryResult(command_tag="SET")
@@ -792,7 +874,8 @@ class AdapterSession(Session):
         if lock in self.txn.locks:
             return
         try:
-            await asyncio.wait_for(lock.acquire(), WRITE_LOCK_TIMEOUT_S)
+            async with asyncio.timeout(WRITE_LOCK_TIMEOUT_S):  # not wait_for: see twinstream.aio
+                await lock.acquire()
         except TimeoutError:
             raise AdapterError(
                 "40P01",
