@@ -11,30 +11,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
 from twinstream.orchestrator.processes import generation_of, pid_alive
 from twinstream.testing.environmentd import EnvironmentdProcess
 from twinstream.testing.http import http, status
+from twinstream.testing.waiting import wait_for
 
-#: Replica processes import the whole engine; be generous on a loaded machine.
-DEADLINE_S = 120.0
 REPLICAS = ["--replica-processes"]
-
-
-def wait_for(cond: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)  # poll interval
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def replica_pids(data_dir: Path) -> dict[str, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,7 @@ import psycopg
 import pytest
 
 from twinstream.testing.environmentd import EnvironmentdProcess, replica_processes
-
-DEADLINE_S = 120.0
-
-
-def wait_for(cond: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from twinstream.testing.waiting import wait_for
 
 
 def stopped(pid: int) -> bool:

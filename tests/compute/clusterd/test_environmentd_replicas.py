@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +25,7 @@ from twinstream.compute.dataflow import plan as P
 from twinstream.controller.protocol import DataflowDesc, ReplicaStatus
 from twinstream.controller.remote import RemoteReplica
 from twinstream.testing.environmentd import EnvironmentdProcess
-
-DEADLINE_S = 120.0
+from twinstream.testing.waiting import wait_for
 
 
 def replica_files(data_dir: Path) -> dict[str, dict[str, Any]]:
@@ -47,16 +45,6 @@ def alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
     return False
-
-
-def wait_for(cond: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(port: int, name: str) -> ReplicaStatus:
