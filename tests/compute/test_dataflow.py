@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from _compute_helpers import Harness, bag, dels, ins
 
@@ -36,8 +38,6 @@ def test_output_times_are_input_times_and_steps_cover_many_times() -> None:
 def test_many_times_in_one_step_in_any_order() -> None:
     """A step holding many times (a runner catching up) gives the same outputs whether its
     updates come sorted by time (split by bisection) or not, before the as-of or after."""
-    import random
-
     rng = random.Random(3)
     ups = [((rng.randrange(5), rng.randrange(3)), rng.randrange(0, 12), 1) for _ in range(200)]
     ups += [(r, t + rng.randrange(0, 3), -1) for r, t, _ in ups[:60]]

@@ -21,8 +21,7 @@ import signal
 import time
 from pathlib import Path
 
-import psycopg
-
+from twinstream.testing.clients import sql
 from twinstream.testing.environmentd import EnvironmentdProcess, replica_processes
 from twinstream.testing.http import http, status
 
@@ -52,15 +51,6 @@ def wait_until(env: EnvironmentdProcess, what: str, cond: object) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"never {what}:\n{env.log_tail()}"
         time.sleep(0.05)
-
-
-def sql(env: EnvironmentdProcess, *stmts: str) -> list[list[tuple[object, ...]]]:
-    out = []
-    with psycopg.connect(env.conninfo(), autocommit=True) as conn:
-        for s in stmts:
-            cur = conn.execute(s)
-            out.append(cur.fetchall() if cur.description else [])
-    return out
 
 
 def stopped(pid: int) -> bool:

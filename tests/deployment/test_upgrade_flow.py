@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from twinstream.testing.clients import sql
 from twinstream.testing.environmentd import EnvironmentdProcess
 from twinstream.testing.http import http, status
 from twinstream.testing.locations import Location
@@ -27,15 +28,6 @@ def wait_status(env: EnvironmentdProcess, want: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"status never became {want}; log:\n{env.log_tail()}")
-
-
-def sql(env: EnvironmentdProcess, *stmts: str) -> list[list[tuple[object, ...]]]:
-    out = []
-    with psycopg.connect(env.conninfo(), autocommit=True) as conn:
-        for s in stmts:
-            cur = conn.execute(s)
-            out.append(cur.fetchall() if cur.description else [])
-    return out
 
 
 @pytest.fixture

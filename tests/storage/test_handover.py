@@ -12,6 +12,7 @@ from pathlib import Path
 
 from twinstream.testing.clients import leader_status, post, sql, wait_for
 from twinstream.testing.environmentd import EnvironmentdProcess
+from twinstream.testing.http import http
 
 PATH = "/api/webhook/twinstream/public/w"
 #: Webhook values sent after the new generation became leader before the sender stops.
@@ -121,13 +122,4 @@ def test_counter_and_webhook_handover(data_dir: Path) -> None:
 
 
 def _promote(env: EnvironmentdProcess) -> tuple[int, str]:
-    import urllib.request
-
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{env.internal_http_port}/api/leader/promote", method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return http(env.internal_http_port, "POST", "/api/leader/promote", timeout_s=30)

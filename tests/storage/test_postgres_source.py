@@ -12,6 +12,7 @@ import pytest
 
 from twinstream.testing.clients import sql, wait_for
 from twinstream.testing.environmentd import EnvironmentdProcess
+from twinstream.testing.http import http
 
 
 def _connection_sql(pg_url: str, name: str = "pg") -> str:
@@ -140,7 +141,6 @@ def test_postgres_handover_exactly_once(
     """A row inserted upstream every 10 ms across a promotion appears exactly once."""
     import threading
     import time
-    import urllib.request
 
     from twinstream.testing.clients import leader_status
 
@@ -172,11 +172,8 @@ def test_postgres_handover_exactly_once(
         new.start()
         wait_for("ReadyToPromote", lambda: leader_status(new) == "ReadyToPromote", new)
         wait_for("the new one follows", lambda: len(rows(new)) > 1000 + 5, new)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{new.internal_http_port}/api/leader/promote", method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 200
+        promoted = http(new.internal_http_port, "POST", "/api/leader/promote", timeout_s=30)
+        assert promoted[0] == 200
         wait_for("IsLeader", lambda: leader_status(new) == "IsLeader", new)
         assert old.proc is not None
         old.proc.wait(timeout=30)

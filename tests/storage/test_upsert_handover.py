@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import threading
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from twinstream.testing.clients import leader_status, post, sql, wait_for
 from twinstream.testing.environmentd import EnvironmentdProcess
+from twinstream.testing.http import http
 
 PATH = "/api/webhook/twinstream/public/w"
 KEYS = 10
@@ -101,11 +101,8 @@ def test_upsert_state_hydrates_read_only_and_hands_over(data_dir: Path) -> None:
         assert code == 503 and headers.get("Retry-After") == "1"
         wait_for("webhook values flow", lambda: len(sender.acked) >= 10)  # type: ignore[union-attr]
         assert len(webhook_state(new)) <= WEBHOOK_KEYS
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{new.internal_http_port}/api/leader/promote", method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            assert resp.status == 200
+        promoted = http(new.internal_http_port, "POST", "/api/leader/promote", timeout_s=30)
+        assert promoted[0] == 200
         wait_for("IsLeader", lambda: leader_status(new) == "IsLeader", new)
         assert old.proc is not None
         old.proc.wait(timeout=30)

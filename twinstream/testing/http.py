@@ -14,13 +14,15 @@ class _HasInternalPort(Protocol):
     def internal_http_port(self) -> int: ...
 
 
-def http(port: int, method: str, path: str, token: str | None = None) -> tuple[int, str]:
+def http(
+    port: int, method: str, path: str, token: str | None = None, timeout_s: float = 10.0
+) -> tuple[int, str]:
     """`method path` on 127.0.0.1:`port` -> (status, body), also for 4xx/5xx answers."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()

@@ -383,23 +383,22 @@ class Dataflow:
         # rebuilding the update tuples. Persist delivers them sorted by time, so the split is
         # slices found by bisection (C loops); any other order takes one Python pass.
         ts = list(map(_time_of, updates))
-        by_time: dict[int, Sequence[Update]]
+        by_time: dict[int, Batch] = {}
         if ts == sorted(ts):
-            by_time = {
-                t: updates[bisect.bisect_left(ts, t) : bisect.bisect_right(ts, t)] for t in times
-            }
+            for t in times:
+                part = updates[bisect.bisect_left(ts, t) : bisect.bisect_right(ts, t)]
+                by_time[t] = part if isinstance(part, list) else list(part)  # one copy
         else:
-            lists: dict[int, Batch] = {t: [] for t in times}
+            by_time = {t: [] for t in times}
             for u in updates:
-                lists[u[1]].append(u)
-            by_time = dict(lists)
-        parts: dict[int, list[Sequence[Update]]] = {}
+                by_time[u[1]].append(u)
+        parts: dict[int, list[Batch]] = {}
         for t in sorted(times):
             at = self._check_time(name, t)  # before the as-of: advanced to it
             part = by_time[t] if at == t else [(r, at, d) for r, _t, d in by_time[t]]
             parts.setdefault(at, []).append(part)
         for t, ps in parts.items():
-            batch = list(ps[0]) if len(ps) == 1 else list(itertools.chain.from_iterable(ps))
+            batch = ps[0] if len(ps) == 1 else list(itertools.chain.from_iterable(ps))
             self._add_pending(name, t, batch)
 
     def _check_time(self, name: str, t: int) -> int:
